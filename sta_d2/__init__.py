@@ -1,0 +1,9 @@
+"""sta_d2: multi-task learning by task allocation (FT, STA, ISTA, STA-Gap) for detectron2.
+
+Importing this package registers every sta_d2 component in detectron2's registries.
+"""
+from . import allocation, data, evaluation, modeling  # noqa: F401  (registration)
+from .config import STAConfigError, add_sta_config, validate_sta_config
+from .engine import STATrainer
+
+__version__ = "0.1.0"

@@ -1,0 +1,13 @@
+from .assignment import TASKS_KEY, TaskAssignment
+from .policies import (
+    POLICIES,
+    AllocationPolicy,
+    FullTaskPolicy,
+    InterleavedPolicy,
+    ISTAPolicy,
+    StochasticPolicy,
+    allocation_generator,
+    build_allocation_policy,
+    draw_tasks,
+    register_policy,
+)

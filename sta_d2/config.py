@@ -1,0 +1,56 @@
+"""Config keys owned by sta_d2 and their validation."""
+from detectron2.config import CfgNode as CN
+
+class STAConfigError(ValueError):
+    """A sta_d2 config value is invalid; the message names the key."""
+
+
+def add_sta_config(cfg):
+    """Add every config key sta_d2 owns (under ``cfg.STA``) to a detectron2 config."""
+    cfg.STA = CN()
+    # Tasks to allocate. Empty means every task the model has; otherwise it must name exactly the
+    # model's tasks (R-CNN models: "det" = RPN + box head, "mask", "sem_seg").
+    cfg.STA.TASKS = []
+    # Allocation policy: "full" (every task on every image), "sta" (each image gets
+    # TASKS_PER_IMAGE random tasks per step), "ista" (the batch is revisited until every image has
+    # used every task, one optimizer step per sub-step), "gap" (like "ista", but a batch is
+    # revisited GAP steps later instead of at the next step).
+    cfg.STA.POLICY = "full"
+    cfg.STA.TASKS_PER_IMAGE = 1
+    # "sta": redraw until every task has at least one image in the batch (when batch size allows).
+    cfg.STA.COVER_ALL_TASKS = True
+    # "gap": number of steps between two visits of a batch (1 is "ista").
+    cfg.STA.GAP = 2
+    # Seed of the allocation generator; each process uses (SEED, rank).
+    cfg.STA.SEED = 0
+
+
+def _fail(key, value, why):
+    raise STAConfigError(f"cfg.{key} = {value!r}: {why}")
+
+
+def validate_sta_config(cfg):
+    """Check the values of ``cfg.STA``; raise STAConfigError naming the first bad key."""
+    from .allocation.policies import POLICIES  # the policies import this module's error type
+
+    sta = cfg.STA
+    tasks = list(sta.TASKS)
+    if not all(isinstance(t, str) and t for t in tasks):
+        _fail("STA.TASKS", sta.TASKS, "must be a list of task names")
+    if len(set(tasks)) != len(tasks):
+        _fail("STA.TASKS", sta.TASKS, "names a task twice")
+    if sta.POLICY not in POLICIES:
+        _fail("STA.POLICY", sta.POLICY, f"unknown policy; choose one of {', '.join(sorted(POLICIES))}")
+    k = sta.TASKS_PER_IMAGE
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        _fail("STA.TASKS_PER_IMAGE", k, "must be an integer >= 1")
+    if tasks and k > len(tasks):
+        _fail("STA.TASKS_PER_IMAGE", k, f"exceeds the number of tasks in STA.TASKS ({len(tasks)})")
+    gap = sta.GAP
+    if isinstance(gap, bool) or not isinstance(gap, int) or gap < 1:
+        _fail("STA.GAP", gap, "must be an integer >= 1")
+    if not isinstance(sta.COVER_ALL_TASKS, bool):
+        _fail("STA.COVER_ALL_TASKS", sta.COVER_ALL_TASKS, "must be true or false")
+    seed = sta.SEED
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        _fail("STA.SEED", seed, "must be an integer >= 0")

@@ -1,0 +1,71 @@
+"""The inner training loop: one optimizer step per allocation step."""
+import time
+from typing import Dict
+
+import numpy as np
+import torch
+from detectron2.engine import SimpleTrainer
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from torch.nn.parallel import DistributedDataParallel
+
+from ..allocation import AllocationPolicy, TaskAssignment
+
+
+def unwrap_model(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class AllocationTrainer(SimpleTrainer):
+    """detectron2's SimpleTrainer where an :class:`AllocationPolicy` chooses, at every step, the
+    batch (new, or held for another ISTA/gap visit) and the tasks of each of its images.
+
+    Each call of :meth:`run_step` is one optimizer step, so ``SOLVER.MAX_ITER`` and every
+    iteration-based period count optimizer steps; ``ista`` and ``gap`` load a new batch once every
+    ``policy.steps_per_batch`` steps. Besides detectron2's losses it logs, per task,
+    ``task_loss/<task>`` and ``allocated/<task>`` (images allocated, summed over processes).
+    """
+
+    def __init__(self, model, data_loader, optimizer, policy: AllocationPolicy):
+        super().__init__(model, data_loader, optimizer)
+        self.policy = policy
+        self._data_time = 0.0
+
+    def _next_batch(self):
+        start = time.perf_counter()
+        batch = next(self._data_loader_iter)
+        self._data_time += time.perf_counter() - start
+        return batch
+
+    def run_step(self):
+        assert self.model.training, "[AllocationTrainer] model was changed to eval mode!"
+        self._data_time = 0.0
+        batch, assignment = self.policy.next_step(self._next_batch)
+        loss_dict = self.model(assignment.attach(batch))
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self._write_metrics(loss_dict, self._data_time)
+        self.write_task_metrics(unwrap_model(self.model).task_losses(loss_dict), assignment)
+        self.optimizer.step()
+
+    @staticmethod
+    def write_task_metrics(task_losses: Dict[str, torch.Tensor], assignment: TaskAssignment):
+        """Log per-task losses (mean over processes) and allocation counts (sum over processes)."""
+        local = {
+            "losses": {t: v.detach().cpu().item() for t, v in task_losses.items()},
+            "counts": assignment.counts(),
+        }
+        gathered = comm.gather(local)
+        if comm.is_main_process():
+            storage = get_event_storage()
+            for task in task_losses:
+                storage.put_scalar(f"task_loss/{task}", np.mean([g["losses"][task] for g in gathered]))
+                storage.put_scalar(f"allocated/{task}", sum(g["counts"][task] for g in gathered), smoothing_hint=False)
+
+    def state_dict(self):
+        return {**super().state_dict(), "allocation": self.policy.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.policy.load_state_dict(state_dict["allocation"])

@@ -1,0 +1,64 @@
+"""STATrainer: detectron2's DefaultTrainer with task allocation."""
+import logging
+import weakref
+
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.utils import comm
+
+from ..allocation import build_allocation_policy
+from ..config import STAConfigError, validate_sta_config
+from ..evaluation import build_evaluator
+from .checkpoint import AtomicCheckpointer
+from .train_loop import AllocationTrainer, unwrap_model
+
+
+class STATrainer(DefaultTrainer):
+    """DefaultTrainer whose inner loop follows ``cfg.STA.POLICY``.
+
+    Differences from DefaultTrainer: the inner loop is :class:`AllocationTrainer`; checkpoints
+    hold the optimizer and the allocation state (DefaultTrainer v0.6 drops the optimizer) and are
+    written atomically; evaluators come from the dataset's metadata and never require CUDA.
+    ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
+    """
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        logger = logging.getLogger("sta_d2")
+        validate_sta_config(cfg)
+        if cfg.SOLVER.AMP.ENABLED:
+            raise STAConfigError("cfg.SOLVER.AMP.ENABLED = True: not supported by STATrainer yet")
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        tasks = getattr(unwrap_model(model), "tasks", None)
+        if tasks is None:
+            raise STAConfigError(
+                f"cfg.MODEL.META_ARCHITECTURE = {cfg.MODEL.META_ARCHITECTURE!r} does not declare "
+                "tasks; use an sta_d2 meta-architecture (e.g. STAGeneralizedRCNN, STAPanopticFPN)"
+            )
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        policy = build_allocation_policy(cfg, tasks, comm.get_rank())
+        logger.info(f"Allocation policy {cfg.STA.POLICY!r} over tasks {tasks}, "
+                    f"{policy.steps_per_batch} optimizer step(s) per batch")
+        model = create_ddp_model(model, broadcast_buffers=False)
+        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def state_dict(self):
+        return {**super().state_dict(), "_trainer": self._trainer.state_dict()}
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" not in state_dict:
+            raise KeyError("checkpoint has no optimizer/allocation state ('_trainer'); it was not "
+                           "written by STATrainer: load it with MODEL.WEIGHTS instead of --resume")
+        self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder)

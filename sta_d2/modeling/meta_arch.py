@@ -1,0 +1,114 @@
+"""GeneralizedRCNN and PanopticFPN that apply a per-image task allocation to their losses."""
+from typing import Dict, List, Sequence
+
+import torch
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN
+
+from ..allocation import TaskAssignment
+from ..config import STAConfigError
+from .allocation_scope import allocation_scope
+from .roi_heads import STAROIHeads
+from .rpn import STARPN
+from .semantic_seg import STASemSegFPNHead
+
+# Which task each detectron2 loss belongs to.
+LOSS_TASKS = {
+    "loss_rpn_cls": "det",
+    "loss_rpn_loc": "det",
+    "loss_cls": "det",
+    "loss_box_reg": "det",
+    "loss_mask": "mask",
+    "loss_sem_seg": "sem_seg",
+}
+
+
+def _require(module, cls, key, value):
+    if not isinstance(module, cls):
+        raise STAConfigError(
+            f"cfg.{key} = {value!r} does not apply task allocations; use {cls.__name__!r}"
+        )
+
+
+def resolve_tasks(cfg, model_tasks: Sequence[str]) -> List[str]:
+    """``cfg.STA.TASKS`` checked against the tasks the model has (all of them when empty)."""
+    tasks = list(cfg.STA.TASKS) or list(model_tasks)
+    unknown = [t for t in tasks if t not in model_tasks]
+    if unknown:
+        raise STAConfigError(
+            f"cfg.STA.TASKS = {list(cfg.STA.TASKS)}: the model has no task {unknown[0]!r} "
+            f"(its tasks are {list(model_tasks)}; check MODEL.MASK_ON and MODEL.META_ARCHITECTURE)"
+        )
+    missing = [t for t in model_tasks if t not in tasks]
+    if missing:
+        raise STAConfigError(
+            f"cfg.STA.TASKS = {list(cfg.STA.TASKS)} leaves out the model's task {missing[0]!r}; "
+            f"list every task of the model or leave STA.TASKS empty"
+        )
+    return tasks
+
+
+def _rcnn_tasks(cfg, proposal_generator, roi_heads) -> List[str]:
+    if cfg.MODEL.LOAD_PROPOSALS:
+        raise STAConfigError("cfg.MODEL.LOAD_PROPOSALS = True: precomputed proposals are not supported")
+    if cfg.MODEL.KEYPOINT_ON:
+        raise STAConfigError("cfg.MODEL.KEYPOINT_ON = True: keypoints are not an sta_d2 task")
+    _require(proposal_generator, STARPN, "MODEL.PROPOSAL_GENERATOR.NAME", cfg.MODEL.PROPOSAL_GENERATOR.NAME)
+    _require(roi_heads, STAROIHeads, "MODEL.ROI_HEADS.NAME", cfg.MODEL.ROI_HEADS.NAME)
+    return ["det", "mask"] if roi_heads.mask_on else ["det"]
+
+
+class _AllocatedMetaArch:
+    """Mixin: read each input's allocated tasks and make them visible to the heads."""
+
+    tasks: List[str]
+
+    def forward(self, batched_inputs):
+        if not self.training:
+            return super().forward(batched_inputs)
+        with allocation_scope(TaskAssignment.from_inputs(batched_inputs, self.tasks)):
+            return super().forward(batched_inputs)
+
+    def task_losses(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Sum the model's losses per task, in ``self.tasks`` order."""
+        grouped = {t: [] for t in self.tasks}
+        for name, value in loss_dict.items():
+            if name not in LOSS_TASKS:
+                raise KeyError(f"loss {name!r} belongs to no sta_d2 task (known: {sorted(LOSS_TASKS)})")
+            grouped[LOSS_TASKS[name]].append(value)
+        return {t: sum(v) for t, v in grouped.items()}
+
+
+@META_ARCH_REGISTRY.register()
+class STAGeneralizedRCNN(_AllocatedMetaArch, GeneralizedRCNN):
+    """GeneralizedRCNN (Faster / Mask R-CNN) with tasks "det" and, with MODEL.MASK_ON, "mask"."""
+
+    @configurable
+    def __init__(self, *, tasks: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        self.tasks = list(tasks)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        model_tasks = _rcnn_tasks(cfg, ret["proposal_generator"], ret["roi_heads"])
+        ret["tasks"] = resolve_tasks(cfg, model_tasks)
+        return ret
+
+
+@META_ARCH_REGISTRY.register()
+class STAPanopticFPN(_AllocatedMetaArch, PanopticFPN):
+    """PanopticFPN with tasks "det", "mask" (with MODEL.MASK_ON) and "sem_seg"."""
+
+    @configurable
+    def __init__(self, *, tasks: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        self.tasks = list(tasks)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        model_tasks = _rcnn_tasks(cfg, ret["proposal_generator"], ret["roi_heads"])
+        _require(ret["sem_seg_head"], STASemSegFPNHead, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME)
+        ret["tasks"] = resolve_tasks(cfg, model_tasks + ["sem_seg"])
+        return ret

@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny R-CNN configs and synthetic batches that run in a second on a CPU."""
+import os
+
+import pytest
+import torch
+from detectron2 import model_zoo
+from detectron2.config import get_cfg
+from detectron2.structures import BitMasks, Boxes, Instances
+
+from sta_d2 import add_sta_config
+
+IMAGE_SIZE = (64, 96)
+
+
+def tiny_rcnn_cfg(panoptic=False, stock=False):
+    """A small Mask R-CNN (or Panoptic FPN) config; ``stock`` uses detectron2's own components."""
+    cfg = get_cfg()
+    add_sta_config(cfg)
+    name = (
+        "COCO-PanopticSegmentation/panoptic_fpn_R_50_1x.yaml"
+        if panoptic
+        else "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+    )
+    cfg.merge_from_file(model_zoo.get_config_file(name))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
+    cfg.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 64
+    cfg.MODEL.RPN.POST_NMS_TOPK_TRAIN = 50
+    cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 64
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 16
+    cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
+    cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = 32
+    cfg.INPUT.MIN_SIZE_TRAIN = (IMAGE_SIZE[0],)
+    cfg.INPUT.MAX_SIZE_TRAIN = IMAGE_SIZE[1]
+    cfg.INPUT.MIN_SIZE_TEST = IMAGE_SIZE[0]
+    cfg.INPUT.MAX_SIZE_TEST = IMAGE_SIZE[1]
+    if stock:
+        cfg.MODEL.META_ARCHITECTURE = "PanopticFPN" if panoptic else "GeneralizedRCNN"
+    else:
+        cfg.MODEL.META_ARCHITECTURE = "STAPanopticFPN" if panoptic else "STAGeneralizedRCNN"
+        cfg.MODEL.PROPOSAL_GENERATOR.NAME = "STARPN"
+        cfg.MODEL.ROI_HEADS.NAME = "STAROIHeads"
+        cfg.MODEL.SEM_SEG_HEAD.NAME = "STASemSegFPNHead"
+    return cfg
+
+
+def make_batch(num_images, seed=0, num_classes=3, num_sem_classes=4):
+    """Model inputs as detectron2's DatasetMapper produces them: image, instances, sem_seg."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = IMAGE_SIZE
+    batch = []
+    for i in range(num_images):
+        image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+        n = 1 + i % 3
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w - 24.0, h - 24.0])
+        wh = 12 + torch.rand(n, 2, generator=g) * 12
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        masks = torch.zeros(n, h, w, dtype=torch.bool)
+        for k, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+            masks[k, y0:y1, x0:x1] = True
+            image[:, y0:y1, x0:x1] = 40 + 60 * k
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(boxes)
+        inst.gt_classes = torch.randint(0, num_classes, (n,), generator=g)
+        inst.gt_masks = BitMasks(masks)
+        sem_seg = torch.randint(0, num_sem_classes, (h, w), generator=g)
+        sem_seg[: h // 8] = 255
+        batch.append({"image": image, "instances": inst, "sem_seg": sem_seg, "height": h, "width": w})
+    return batch
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
