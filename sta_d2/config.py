@@ -1,5 +1,9 @@
 """Config keys owned by sta_d2 and their validation."""
+import os
+
+import yaml
 from detectron2.config import CfgNode as CN
+
 
 class STAConfigError(ValueError):
     """A sta_d2 config value is invalid; the message names the key."""
@@ -54,3 +58,34 @@ def validate_sta_config(cfg):
     seed = sta.SEED
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         _fail("STA.SEED", seed, "must be an integer >= 0")
+
+
+# A `_BASE_` that starts with this prefix names a config of detectron2's installed model zoo.
+MODEL_ZOO_PREFIX = "model_zoo:"
+
+
+def merge_config_file(cfg, path: str) -> None:
+    """``cfg.merge_from_file`` that also resolves ``_BASE_: "model_zoo:<name>"``.
+
+    sta_d2's configs build on detectron2's model-zoo configs, which live inside the installed
+    detectron2 package; detectron2 only resolves ``_BASE_`` relative to the file, so this prefix
+    lets them refer to the installed copy wherever it is.
+    """
+    from detectron2 import model_zoo
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    try:
+        with open(path) as f:
+            content = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise STAConfigError(f"config file {path!r} is not valid YAML: {e}") from e
+    base = content.pop("_BASE_", None)
+    if base is not None and base.startswith(MODEL_ZOO_PREFIX):
+        cfg.merge_from_file(model_zoo.get_config_file(base[len(MODEL_ZOO_PREFIX):]))
+    elif base is not None:
+        merge_config_file(cfg, os.path.join(os.path.dirname(path), base))
+    try:
+        cfg.merge_from_other_cfg(type(cfg)(content))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise STAConfigError(f"config file {path!r}: {e}") from e

@@ -1,0 +1,15 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Both create .venv when it is
+# missing (torch, detectron2 v0.6, sta_d2; see dev/bootstrap.sh) and reuse it when present.
+PY := .venv/bin/python
+DEMO_DIR ?= output/demo
+
+.PHONY: env demo test
+
+env:
+	@bash dev/bootstrap.sh
+
+demo: env
+	@bash dev/demo.sh "$(DEMO_DIR)"
+
+test: env
+	$(PY) -m pytest -q tests

@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Train or evaluate an sta_d2 model, with detectron2's command line.
+
+    tools/train_net.py --config-file configs/Demo/shapes_mask_rcnn_ista.yaml MODEL.DEVICE cpu
+    tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    tools/train_net.py --config-file ... --resume
+    tools/train_net.py --config-file ... --num-gpus 8
+
+Unlike detectron2's own tools/train_net.py, nothing here requires CUDA.
+"""
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+from sta_d2 import STATrainer, add_sta_config, merge_config_file, validate_sta_config
+from sta_d2.engine import AtomicCheckpointer
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_sta_config(cfg)
+    merge_config_file(cfg, args.config_file)
+    cfg.merge_from_list(args.opts)
+    validate_sta_config(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = STATrainer.build_model(cfg)
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = STATrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = STATrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
