@@ -61,7 +61,10 @@ def _rcnn_tasks(cfg, proposal_generator, roi_heads) -> List[str]:
 class _AllocatedMetaArch:
     """Mixin: read each input's allocated tasks and make them visible to the heads."""
 
-    tasks: List[str]
+    @configurable
+    def __init__(self, *, tasks: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        self.tasks = list(tasks)
 
     def forward(self, batched_inputs):
         if not self.training:
@@ -83,11 +86,6 @@ class _AllocatedMetaArch:
 class STAGeneralizedRCNN(_AllocatedMetaArch, GeneralizedRCNN):
     """GeneralizedRCNN (Faster / Mask R-CNN) with tasks "det" and, with MODEL.MASK_ON, "mask"."""
 
-    @configurable
-    def __init__(self, *, tasks: Sequence[str], **kwargs):
-        super().__init__(**kwargs)
-        self.tasks = list(tasks)
-
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
@@ -99,11 +97,6 @@ class STAGeneralizedRCNN(_AllocatedMetaArch, GeneralizedRCNN):
 @META_ARCH_REGISTRY.register()
 class STAPanopticFPN(_AllocatedMetaArch, PanopticFPN):
     """PanopticFPN with tasks "det", "mask" (with MODEL.MASK_ON) and "sem_seg"."""
-
-    @configurable
-    def __init__(self, *, tasks: Sequence[str], **kwargs):
-        super().__init__(**kwargs)
-        self.tasks = list(tasks)
 
     @classmethod
     def from_config(cls, cfg):
