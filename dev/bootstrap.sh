@@ -43,7 +43,7 @@ PYEOF
     quiet "${PIP[@]}" install --no-deps --no-build-isolation "$SRC"
 fi
 
-if ! "$PY" -c "import sta_d2" 2>/dev/null; then
+if ! (cd / && "$PY" -c "import sta_d2") 2>/dev/null; then
     echo "[bootstrap] installing sta_d2 (editable) and the pinned environment"
     quiet "${PIP[@]}" install -r "$ROOT/dev/requirements-env.txt"
     quiet "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"
