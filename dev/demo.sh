@@ -16,7 +16,8 @@ rm -rf "$OUT/train"
 import json, sys, time
 rows = [json.loads(line) for line in open(sys.argv[1])]
 final = [r for r in rows if "bbox/AP" in r][-1]
-print(f"\nsta_d2 demo (ISTA, generated shapes data, CPU): {final['iteration'] + 1} optimizer steps, "
+steps = max(r["iteration"] for r in rows if "total_loss" in r) + 1
+print(f"\nsta_d2 demo (ISTA, generated shapes data, CPU): {steps} optimizer steps, "
       f"{time.time() - int(sys.argv[2]):.0f} s in all")
 for key in ("bbox/AP", "bbox/AP50", "segm/AP", "segm/AP50"):
     print(f"  {key:10s} {final[key]:6.2f}")
