@@ -28,6 +28,19 @@ def add_sta_config(cfg):
     # Seed of the allocation generator; each process uses (SEED, rank).
     cfg.STA.SEED = 0
 
+    # Dense multi-task data: every image and target is resized to SIZE = (H, W) (empty: keep the
+    # stored size); in training each image is also rescaled by a factor drawn from RANDOM_SCALE
+    # and cropped back (depth divided, disparity multiplied by the factor).
+    cfg.INPUT.DENSE = CN()
+    cfg.INPUT.DENSE.SIZE = []
+    cfg.INPUT.DENSE.RANDOM_SCALE = [1.0]
+    # Dense evaluation: multi-task gain (delta_m) against single-task results in BASELINES (a JSON
+    # file {task: {metric: value}}; empty: no delta_m) over DELTA_M_METRICS ("task/metric" names;
+    # empty: every metric of the baseline file).
+    cfg.TEST.DENSE = CN()
+    cfg.TEST.DENSE.BASELINES = ""
+    cfg.TEST.DENSE.DELTA_M_METRICS = []
+
 
 def _fail(key, value, why):
     raise STAConfigError(f"cfg.{key} = {value!r}: {why}")
