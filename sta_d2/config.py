@@ -5,6 +5,9 @@ import yaml
 from detectron2.config import CfgNode as CN
 
 
+OPTIMIZERS = ("SGD", "ADAM")
+
+
 class STAConfigError(ValueError):
     """A sta_d2 config value is invalid; the message names the key."""
 
@@ -27,6 +30,31 @@ def add_sta_config(cfg):
     cfg.STA.GAP = 2
     # Seed of the allocation generator; each process uses (SEED, rank).
     cfg.STA.SEED = 0
+
+    # Optimizer: "SGD" (detectron2's, with SOLVER.MOMENTUM and NESTEROV) or "ADAM" (used by the
+    # dense NYUv2 / Cityscapes settings of the paper).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+
+    # Dense multi-task models (meta-architecture "DenseMultiTaskNet"): a shared backbone and one
+    # head per task. Tasks: "sem_seg", "depth" (metres), "disparity" (pixels), "normal".
+    cfg.MODEL.DENSE = CN()
+    cfg.MODEL.DENSE.TASKS = ["sem_seg", "depth"]
+    cfg.MODEL.DENSE.NUM_CLASSES = 13
+    cfg.MODEL.DENSE.IGNORE_VALUE = 255
+    cfg.MODEL.DENSE.IN_FEATURE = "res5"  # the backbone output the heads read
+    cfg.MODEL.DENSE.HEAD_NAME = "ASPPHead"  # "ASPPHead" (DeepLab-style) or "SegNetHead"
+    cfg.MODEL.DENSE.HEAD_CHANNELS = 256
+    cfg.MODEL.DENSE.ASPP_DILATIONS = [12, 24, 36]
+    # GroupNorm by default: with allocation a head may see a sub-batch of one image.
+    cfg.MODEL.DENSE.HEAD_NORM = "GN"
+    # "build_dilated_resnet_backbone": detectron2's ResNet with res4/res5 dilated instead of
+    # strided down to this output stride (8, 16 or 32).
+    cfg.MODEL.RESNETS.OUTPUT_STRIDE = 8
+    # "build_segnet_backbone": the SegNet encoder-decoder of the NYUv2-13 experiments.
+    cfg.MODEL.SEGNET = CN()
+    cfg.MODEL.SEGNET.WIDTHS = [64, 128, 256, 512, 512]
+    cfg.MODEL.SEGNET.NUM_CONVS = [2, 2, 3, 3, 3]
+    cfg.MODEL.SEGNET.NORM = "BN"
 
     # Dense multi-task data: every image and target is resized to SIZE = (H, W) (empty: keep the
     # stored size); in training each image is also rescaled by a factor drawn from RANDOM_SCALE
@@ -68,6 +96,8 @@ def validate_sta_config(cfg):
         _fail("STA.GAP", gap, "must be an integer >= 1")
     if not isinstance(sta.COVER_ALL_TASKS, bool):
         _fail("STA.COVER_ALL_TASKS", sta.COVER_ALL_TASKS, "must be true or false")
+    if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
+        _fail("SOLVER.OPTIMIZER", cfg.SOLVER.OPTIMIZER, f"choose one of {', '.join(OPTIMIZERS)}")
     seed = sta.SEED
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         _fail("STA.SEED", seed, "must be an integer >= 0")

@@ -13,7 +13,7 @@ from sta_d2.data.datasets import register_cityscapes_inst_sem
 from sta_d2.data.synthetic import generate_cityscapes
 
 CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs").rglob("*.yaml") if not p.name.startswith("Base-"))
-EXPECTED_TASKS = {"mask_rcnn": ["det", "mask"], "panoptic_fpn": ["det", "mask", "sem_seg"]}
+RCNN_TASKS = {"mask_rcnn": ["det", "mask"], "panoptic_fpn": ["det", "mask", "sem_seg"]}
 
 
 def load(path, *opts):
@@ -29,10 +29,13 @@ def load(path, *opts):
 def test_config_builds_its_model(path):
     cfg = load(path)
     model = build_model(cfg)
-    policy = path.stem.rsplit("_", 1)[-1]
-    assert cfg.STA.POLICY == policy
-    kind = next(k for k in EXPECTED_TASKS if k in path.stem)
-    assert model.tasks == EXPECTED_TASKS[kind]
+    single_task = path.stem.endswith("_single")
+    assert cfg.STA.POLICY == ("full" if single_task else path.stem.rsplit("_", 1)[-1])
+    rcnn = [k for k in RCNN_TASKS if k in path.stem]
+    expected = RCNN_TASKS[rcnn[0]] if rcnn else list(cfg.MODEL.DENSE.TASKS)
+    assert model.tasks == expected
+    if single_task:
+        assert len(model.tasks) == 1 and model.tasks[0] in path.stem
 
 
 def test_cityscapes_panoptic_sta_trains_and_evaluates(tmp_path, monkeypatch):

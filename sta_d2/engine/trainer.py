@@ -2,7 +2,9 @@
 import logging
 import weakref
 
+import torch
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
@@ -58,6 +60,23 @@ class STATrainer(DefaultTrainer):
             raise KeyError("checkpoint has no optimizer/allocation state ('_trainer'); it was not "
                            "written by STATrainer: load it with MODEL.WEIGHTS instead of --resume")
         self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's SGD, or Adam when ``cfg.SOLVER.OPTIMIZER == "ADAM"`` (same parameter
+        groups, weight decay and gradient clipping as detectron2's)."""
+        if cfg.SOLVER.OPTIMIZER == "SGD":
+            return super().build_optimizer(cfg, model)
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.Adam)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

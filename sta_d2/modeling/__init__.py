@@ -1,5 +1,5 @@
 from .allocation_scope import allocated_images, allocation_scope, connected_zero
-from .meta_arch import LOSS_TASKS, STAGeneralizedRCNN, STAPanopticFPN, resolve_tasks
-from .roi_heads import STAROIHeads
-from .rpn import STARPN
-from .semantic_seg import STASemSegFPNHead
+from .rcnn import LOSS_TASKS, STAGeneralizedRCNN, STAPanopticFPN, STAROIHeads, STARPN, STASemSegFPNHead
+from .task_set import resolve_tasks
+from .backbone import SegNet, build_dilated_resnet_backbone, build_segnet_backbone
+from .dense import DENSE_HEAD_REGISTRY, DENSE_TASKS, ASPPHead, DenseMultiTaskNet, SegNetHead

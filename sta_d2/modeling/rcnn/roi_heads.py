@@ -4,7 +4,7 @@ import torch
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Instances
 
-from .allocation_scope import allocated_images
+from ..allocation_scope import allocated_images
 
 
 @ROI_HEADS_REGISTRY.register()

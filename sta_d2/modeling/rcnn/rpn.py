@@ -1,7 +1,7 @@
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
 
-from .allocation_scope import allocated_images, connected_zero
+from ..allocation_scope import allocated_images, connected_zero
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()

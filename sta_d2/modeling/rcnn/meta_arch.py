@@ -5,9 +5,10 @@ import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN
 
-from ..allocation import TaskAssignment
-from ..config import STAConfigError
-from .allocation_scope import allocation_scope
+from ...allocation import TaskAssignment
+from ...config import STAConfigError
+from ..allocation_scope import allocation_scope
+from ..task_set import resolve_tasks
 from .roi_heads import STAROIHeads
 from .rpn import STARPN
 from .semantic_seg import STASemSegFPNHead
@@ -28,24 +29,6 @@ def _require(module, cls, key, value):
         raise STAConfigError(
             f"cfg.{key} = {value!r} does not apply task allocations; use {cls.__name__!r}"
         )
-
-
-def resolve_tasks(cfg, model_tasks: Sequence[str]) -> List[str]:
-    """``cfg.STA.TASKS`` checked against the tasks the model has (all of them when empty)."""
-    tasks = list(cfg.STA.TASKS) or list(model_tasks)
-    unknown = [t for t in tasks if t not in model_tasks]
-    if unknown:
-        raise STAConfigError(
-            f"cfg.STA.TASKS = {list(cfg.STA.TASKS)}: the model has no task {unknown[0]!r} "
-            f"(its tasks are {list(model_tasks)}; check MODEL.MASK_ON and MODEL.META_ARCHITECTURE)"
-        )
-    missing = [t for t in model_tasks if t not in tasks]
-    if missing:
-        raise STAConfigError(
-            f"cfg.STA.TASKS = {list(cfg.STA.TASKS)} leaves out the model's task {missing[0]!r}; "
-            f"list every task of the model or leave STA.TASKS empty"
-        )
-    return tasks
 
 
 def _rcnn_tasks(cfg, proposal_generator, roi_heads) -> List[str]:
