@@ -10,6 +10,8 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 
+from .dense import build_dense_evaluator
+
 
 def has_compiled_ops():
     """Whether ``detectron2._C`` is the compiled C++ extension.
@@ -28,7 +30,8 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
 
     "coco" -> COCOEvaluator (its fast C++ AP only when detectron2's compiled ops exist);
     "cityscapes_instance" -> CityscapesInstanceEvaluator; "sem_seg" -> SemSegEvaluator;
-    "cityscapes_inst_sem" -> both of the last two. Unlike detectron2's tools/train_net.py,
+    "cityscapes_inst_sem" -> both of the last two; "dense" -> DenseMultiTaskEvaluator (see
+    :func:`build_dense_evaluator`). Unlike detectron2's tools/train_net.py,
     nothing here requires CUDA. ``output_folder`` defaults to ``cfg.OUTPUT_DIR/inference``.
     """
     if output_folder is None:
@@ -47,7 +50,10 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
             CityscapesInstanceEvaluator(dataset_name),
             SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder),
         ])
+    if evaluator_type == "dense":
+        return build_dense_evaluator(cfg, dataset_name, output_folder)
     raise NotImplementedError(
         f"no evaluator for dataset {dataset_name!r} with evaluator_type {evaluator_type!r}; "
-        "sta_d2 supports 'coco', 'cityscapes_instance', 'sem_seg' and 'cityscapes_inst_sem'"
+        "sta_d2 supports 'coco', 'cityscapes_instance', 'sem_seg', 'cityscapes_inst_sem' and "
+        "'dense'"
     )

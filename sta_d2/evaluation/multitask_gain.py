@@ -1,0 +1,117 @@
+"""Multi-task gain (delta_m) of a multi-task model over single-task baselines.
+
+    delta_m = 1/T sum_t 1/|M_t| sum_{m in M_t} (-1)^{l_m} (M_m - B_m) / B_m * 100
+
+with B the single-task baseline, M_t the metrics of task t that enter, T the number of tasks with
+at least one such metric and l_m = 1 when lower is better. Metrics are named "task/metric", as in
+the flattened evaluation results ("depth/abs_err").
+"""
+import json
+import math
+import os
+from collections import OrderedDict
+
+# Metric names of DenseMultiTaskEvaluator, by the direction in which they improve.
+LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "rmse", "log_rmse", "mean", "median"})
+HIGHER_IS_BETTER = frozenset(
+    {"mIoU", "pixAcc", "delta1", "delta2", "delta3", "within_11.25", "within_22.5", "within_30"}
+)
+# Per-class metrics "IoU-<class>" improve upwards too.
+HIGHER_IS_BETTER_PREFIXES = ("IoU-",)
+
+
+def lower_is_better(metric):
+    """Whether a smaller value of ``metric`` (no task prefix) is better; unknown names raise."""
+    if metric in LOWER_IS_BETTER:
+        return True
+    if metric in HIGHER_IS_BETTER or metric.startswith(HIGHER_IS_BETTER_PREFIXES):
+        return False
+    raise ValueError(
+        f"delta_m: no known direction for metric {metric!r}; lower is better for "
+        f"{sorted(LOWER_IS_BETTER)}, higher for {sorted(HIGHER_IS_BETTER)} and 'IoU-<class>'"
+    )
+
+
+def load_baselines(source):
+    """Single-task baselines ``{task: {metric: value}}`` from a dict or the path of a JSON file."""
+    if isinstance(source, (str, os.PathLike)):
+        where = f"baseline file {os.fspath(source)!r}"
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"delta_m {where} does not exist")
+        with open(source) as f:
+            try:
+                baselines = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"delta_m {where} is not valid JSON: {e}") from e
+    else:
+        baselines, where = source, "baselines"
+    if not isinstance(baselines, dict):
+        raise ValueError(f"delta_m {where} must map task -> {{metric: value}}")
+    checked = OrderedDict()
+    for task, metrics in baselines.items():
+        if not isinstance(metrics, dict):
+            raise ValueError(f"delta_m {where}: task {task!r} must map metric -> value")
+        for metric, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"delta_m {where}: {task}/{metric} = {value!r} is not a number")
+        checked[task] = OrderedDict((m, float(v)) for m, v in metrics.items())
+    return checked
+
+
+def _split(name):
+    task, sep, metric = name.partition("/")
+    if not (sep and task and metric):
+        raise ValueError(f"delta_m metric {name!r} is not of the form 'task/metric'")
+    return task, metric
+
+
+def select_delta_m_metrics(results, baselines, metrics=None):
+    """The "task/metric" names delta_m uses, each checked.
+
+    ``metrics`` (names "task/metric") must all be in ``results`` and ``baselines`` and have a known
+    direction; when empty or None, every baseline metric that ``results`` has is used. Only the keys
+    of ``results`` and ``baselines`` (``{task: {metric: ...}}``) are read.
+    """
+    if metrics:
+        names = list(metrics)
+        for name in names:
+            task, metric = _split(name)
+            if metric not in results.get(task, {}):
+                have = [f"{t}/{m}" for t, ms in results.items() if isinstance(ms, dict) for m in ms]
+                raise ValueError(f"delta_m metric {name!r} is not among the results {have}")
+            if metric not in baselines.get(task, {}):
+                raise ValueError(f"delta_m metric {name!r} has no baseline value")
+    else:
+        names = [
+            f"{task}/{metric}"
+            for task, ms in baselines.items()
+            for metric in ms
+            if isinstance(results.get(task), dict) and metric in results[task]
+        ]
+        if not names:
+            raise ValueError(
+                f"delta_m: the baselines ({sorted(baselines)}) share no metric with the results "
+                f"({sorted(results)})"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"delta_m metrics {names} name a metric twice")
+    for name in names:
+        lower_is_better(_split(name)[1])
+    return names
+
+
+def multi_task_gain(results, baselines, metrics=None):
+    """delta_m in percent of ``results`` over ``baselines`` (both ``{task: {metric: value}}``).
+
+    ``metrics`` selects "task/metric" names as in :func:`select_delta_m_metrics`. A baseline of 0
+    raises (the relative change is undefined); a NaN result gives NaN.
+    """
+    per_task = OrderedDict()
+    for name in select_delta_m_metrics(results, baselines, metrics):
+        task, metric = _split(name)
+        value, base = float(results[task][metric]), baselines[task][metric]
+        if base == 0 or not math.isfinite(base):
+            raise ValueError(f"delta_m baseline {name} = {base} cannot be divided by")
+        sign = -1.0 if lower_is_better(metric) else 1.0
+        per_task.setdefault(task, []).append(sign * (value - base) / base * 100.0)
+    return sum(sum(g) / len(g) for g in per_task.values()) / len(per_task)
