@@ -3,13 +3,16 @@
 PY := .venv/bin/python
 DEMO_DIR ?= output/demo
 
-.PHONY: env demo test
+.PHONY: env demo demo-dense test
 
 env:
 	@bash dev/bootstrap.sh
 
 demo: env
 	@bash dev/demo.sh "$(DEMO_DIR)"
+
+demo-dense: env
+	@bash dev/demo_dense.sh "$(DEMO_DIR)_dense"
 
 test: env
 	$(PY) -m pytest -q tests

@@ -1,2 +1,4 @@
-"""Datasets (registered on import) and synthetic data in the real on-disk layouts."""
+"""Datasets (registered on import), the dense multi-task mapper, and synthetic data in the real
+on-disk layouts."""
 from . import datasets  # noqa: F401  (registration)
+from .dense_mapper import DenseDatasetMapper, DenseResizeTransform

@@ -3,15 +3,25 @@ import logging
 import weakref
 
 import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
 from ..config import STAConfigError, validate_sta_config
+from ..data import DenseDatasetMapper
 from ..evaluation import build_evaluator
+from ..modeling import DenseMultiTaskNet
 from .checkpoint import AtomicCheckpointer
 from .train_loop import AllocationTrainer, unwrap_model
+
+
+def _dense_mapper(cfg, is_train):
+    """DenseDatasetMapper for dense models; None (detectron2's DatasetMapper) for the others."""
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    return DenseDatasetMapper(cfg, is_train) if issubclass(arch, DenseMultiTaskNet) else None
 
 
 class STATrainer(DefaultTrainer):
@@ -19,7 +29,8 @@ class STATrainer(DefaultTrainer):
 
     Differences from DefaultTrainer: the inner loop is :class:`AllocationTrainer`; checkpoints
     hold the optimizer and the allocation state (DefaultTrainer v0.6 drops the optimizer) and are
-    written atomically; evaluators come from the dataset's metadata and never require CUDA.
+    written atomically; evaluators come from the dataset's metadata and never require CUDA; dense
+    models read their data through :class:`DenseDatasetMapper`; ``SOLVER.OPTIMIZER`` may be Adam.
     ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
     """
 
@@ -60,6 +71,14 @@ class STATrainer(DefaultTrainer):
             raise KeyError("checkpoint has no optimizer/allocation state ('_trainer'); it was not "
                            "written by STATrainer: load it with MODEL.WEIGHTS instead of --resume")
         self._trainer.load_state_dict(state_dict["_trainer"])
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=_dense_mapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=_dense_mapper(cfg, is_train=False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -8,8 +8,31 @@ from .cityscapes import (
     register_all_cityscapes_inst_sem,
     register_cityscapes_inst_sem,
 )
+from .cityscapes_depth import (
+    load_cityscapes_depth_seg,
+    load_cityscapes_npy,
+    register_all_cityscapes_depth,
+)
+from .dense import (
+    DENSE_FORMATS,
+    DENSE_TASK_NAMES,
+    dense_tasks_of,
+    read_dense_sample,
+    register_dense_dataset,
+)
+from .nyuv2 import (
+    NYUV2_13_CLASSES,
+    NYUV2_40_CLASSES,
+    load_nyud_mt,
+    load_nyuv2_13,
+    register_all_nyuv2,
+    register_nyud_mt,
+    register_nyuv2_13,
+)
 from .shapes import register_all_shapes, register_coco_instances_checked
 
 _root = os.getenv("DETECTRON2_DATASETS", "datasets")
 register_all_shapes(_root)
 register_all_cityscapes_inst_sem(_root)
+register_all_nyuv2(_root)
+register_all_cityscapes_depth(_root)

@@ -1,0 +1,234 @@
+"""What the dense multi-task datasets share: reading and decoding their files, and registration.
+
+Each dataset dict names its layout under ``"dense_format"`` (one of :data:`DENSE_FORMATS`) and
+its files under ``"file_name"`` and ``"<task>_file_name"``. :func:`read_dense_sample` decodes
+them to one convention, whatever the layout:
+
+- ``"image"``: float32 (H, W, 3), RGB, 0..255;
+- ``"sem_seg"``: int64 (H, W), classes 0..C-1, 255 = ignore;
+- ``"depth"``: float32 (H, W), metres, 0 = invalid;
+- ``"normal"``: float32 (H, W, 3), unit vectors, all zero = invalid;
+- ``"disparity"``: float32 (H, W), 0 = invalid.
+
+A file that cannot be read, has the wrong dtype, values or shape raises an error naming it.
+"""
+import functools
+import os
+import re
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+DENSE_TASK_NAMES = ("sem_seg", "depth", "normal", "disparity")
+IGNORE_LABEL = 255
+_HINT = "see datasets/README.md for the dense layouts"
+
+
+def _fail(path, why):
+    raise ValueError(f"{path}: {why}; {_HINT}")
+
+
+def _load_npy(path):
+    try:
+        return np.load(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as e:
+        _fail(path, f"not a readable .npy file ({e})")
+
+
+def _npy_image(path):
+    """A float (H, W, 3) RGB image in [0, 1] (mtan's layouts), scaled to 0..255."""
+    image = _load_npy(path)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype.kind != "f":
+        _fail(path, f"image of dtype {image.dtype} and shape {image.shape}; expected float "
+                    "(H, W, 3) in [0, 1]")
+    if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 1 + 1e-3):
+        _fail(path, f"image values in [{np.nanmin(image)}, {np.nanmax(image)}]; expected [0, 1]")
+    return image.astype(np.float32) * 255
+
+
+def _rgb_file(path):
+    """A JPEG/PNG image, as RGB."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def _labels_2d(path, labels, low, high):
+    """``labels`` as int64 after checking it is 2-D and holds integers in [low, high]."""
+    if labels.ndim != 2 or labels.dtype.kind not in "iuf":
+        _fail(path, f"label map of dtype {labels.dtype} and shape {labels.shape}; expected "
+                    "integers (H, W)")
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        _fail(path, "label map holds non-integer values")
+    labels = labels.astype(np.int64)
+    bad = labels[(labels < low) | (labels > high)]
+    if bad.size:
+        _fail(path, f"label value {bad[0]} outside {low}..{high}")
+    return labels
+
+
+def _npy_label(path, num_classes):
+    """mtan's labels: 0..C-1, -1 = ignore."""
+    labels = _labels_2d(path, _load_npy(path), -1, num_classes - 1)
+    labels[labels == -1] = IGNORE_LABEL
+    return labels
+
+
+def _png_labels(path):
+    with Image.open(path) as image:
+        labels = np.asarray(image)
+    if labels.dtype != np.uint8:
+        _fail(path, f"label image of dtype {labels.dtype}; expected an 8-bit PNG")
+    return labels
+
+
+def _nyud_png_label(path):
+    """NYUD-MT's segmentation PNGs: 0 = unlabelled (ignore), 1..40 = classes 0..39."""
+    labels = _labels_2d(path, _png_labels(path), 0, 40) - 1
+    labels[labels == -1] = IGNORE_LABEL
+    return labels
+
+
+def _train_id_png(path):
+    """Cityscapes' ``*_labelTrainIds.png``: 0..18, 255 = ignore."""
+    labels = _labels_2d(path, _png_labels(path), 0, 255)
+    bad = labels[(labels >= 19) & (labels != IGNORE_LABEL)]
+    if bad.size:
+        _fail(path, f"train id {bad[0]} is neither 0..18 nor 255")
+    return labels
+
+
+def _npy_map(path, what):
+    """A float (H, W) or (H, W, 1) map; NaN, inf and negative values become 0 (invalid)."""
+    values = _load_npy(path)
+    if values.ndim == 3 and values.shape[2] == 1:
+        values = values[..., 0]
+    if values.ndim != 2 or values.dtype.kind != "f":
+        _fail(path, f"{what} of dtype {values.dtype} and shape {values.shape}; expected float "
+                    "(H, W) or (H, W, 1)")
+    values = values.astype(np.float32)
+    values[~np.isfinite(values) | (values < 0)] = 0
+    return values
+
+
+def _npy_normal(path):
+    """Surface normals (H, W, 3) in [-1, 1] (both NYUv2 layouts), normalised; zero = invalid."""
+    normals = _load_npy(path)
+    if normals.ndim != 3 or normals.shape[2] != 3 or normals.dtype.kind != "f":
+        _fail(path, f"normals of dtype {normals.dtype} and shape {normals.shape}; expected float "
+                    "(H, W, 3)")
+    normals = np.nan_to_num(normals.astype(np.float32), nan=0, posinf=0, neginf=0)
+    if normals.size and np.abs(normals).max() > 1 + 1e-3:
+        _fail(path, f"normal components up to {np.abs(normals).max()}; expected [-1, 1]")
+    norm = np.linalg.norm(normals, axis=2, keepdims=True)
+    return np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
+
+
+def _disparity_png(path):
+    """Cityscapes' 16-bit disparity PNG: d = (p - 1) / 256 for p > 0, p = 0 invalid."""
+    with Image.open(path) as image:
+        p = np.asarray(image)
+    if p.ndim != 2 or p.dtype not in (np.uint16, np.int32):
+        _fail(path, f"disparity image of dtype {p.dtype} and shape {p.shape}; expected a 16-bit "
+                    "single-channel PNG")
+    return np.where(p > 0, (p.astype(np.float32) - 1) / 256, 0).astype(np.float32)
+
+
+# layout -> {"image" or task: reader(path) -> decoded array}
+DENSE_FORMATS = {
+    "nyuv2_npy": {"image": _npy_image, "sem_seg": functools.partial(_npy_label, num_classes=13),
+                  "depth": functools.partial(_npy_map, what="depth"), "normal": _npy_normal},
+    "nyud_mt": {"image": _rgb_file, "sem_seg": _nyud_png_label,
+                "depth": functools.partial(_npy_map, what="depth"), "normal": _npy_normal},
+    "cityscapes": {"image": _rgb_file, "sem_seg": _train_id_png, "disparity": _disparity_png},
+    "cityscapes_npy": {"image": _npy_image,
+                       "sem_seg": functools.partial(_npy_label, num_classes=19),
+                       "disparity": functools.partial(_npy_map, what="disparity")},
+}
+
+
+def dense_tasks_of(record):
+    """The tasks a dataset dict has files for, in :data:`DENSE_TASK_NAMES` order."""
+    return [t for t in DENSE_TASK_NAMES if f"{t}_file_name" in record]
+
+
+def read_dense_sample(record):
+    """``{"image": ..., <task>: ...}`` decoded from a dataset dict's files (module docstring).
+
+    Raises naming the file when it does not decode or its size differs from the image's.
+    """
+    if record.get("dense_format") not in DENSE_FORMATS:
+        raise ValueError(f"dataset dict of {record.get('file_name')} has dense_format "
+                         f"{record.get('dense_format')!r}; expected one of {sorted(DENSE_FORMATS)}")
+    readers = DENSE_FORMATS[record["dense_format"]]
+    sample = {"image": readers["image"](record["file_name"])}
+    size = sample["image"].shape[:2]
+    for task in dense_tasks_of(record):
+        path = record[f"{task}_file_name"]
+        sample[task] = readers[task](path)
+        if sample[task].shape[:2] != size:
+            _fail(path, f"{task} target of size {sample[task].shape[:2]} but its image "
+                        f"{record['file_name']} is {size}")
+    return sample
+
+
+def _numbered_npy(directory):
+    """{i: path} of the ``{i}.npy`` files in ``directory``."""
+    files = {}
+    for name in os.listdir(directory):
+        if name.endswith(".npy"):
+            if not re.fullmatch(r"\d+\.npy", name):
+                _fail(os.path.join(directory, name), "not named <index>.npy")
+            files[int(name[:-4])] = os.path.join(directory, name)
+    return files
+
+
+def load_numbered_npy(split_dir, targets, dense_format):
+    """Dataset dicts of an mtan-style split: ``split_dir/image/{i}.npy`` and, for each task,
+    ``split_dir/<targets[task]>/{i}.npy``. Every image needs every target and vice versa."""
+    for sub in ("image", *targets.values()):
+        if not os.path.isdir(os.path.join(split_dir, sub)):
+            raise FileNotFoundError(f"directory {os.path.join(split_dir, sub)} does not exist; "
+                                    f"{_HINT}")
+    images = _numbered_npy(os.path.join(split_dir, "image"))
+    if not images:
+        raise FileNotFoundError(f"no <index>.npy images in {os.path.join(split_dir, 'image')}")
+    records = {i: {"image_id": str(i), "file_name": path, "dense_format": dense_format}
+               for i, path in sorted(images.items())}
+    for task, sub in targets.items():
+        found = _numbered_npy(os.path.join(split_dir, sub))
+        missing = sorted(set(images) - set(found))
+        if missing:
+            raise FileNotFoundError(f"{os.path.join(split_dir, sub, f'{missing[0]}.npy')} ({task} "
+                                    f"of image {images[missing[0]]}) is missing")
+        orphans = sorted(set(found) - set(images))
+        if orphans:
+            raise FileNotFoundError(f"image {os.path.join(split_dir, 'image', f'{orphans[0]}.npy')}"
+                                    f" of {found[orphans[0]]} is missing")
+        for i, record in records.items():
+            record[f"{task}_file_name"] = found[i]
+    for record in records.values():
+        try:
+            shape = np.load(record["file_name"], mmap_mode="r").shape
+        except (OSError, ValueError) as e:
+            _fail(record["file_name"], f"not a readable .npy file ({e})")
+        if len(shape) != 3:
+            _fail(record["file_name"], f"image of shape {shape}; expected (H, W, 3)")
+        record["height"], record["width"] = shape[:2]
+    return list(records.values())
+
+
+def register_dense_dataset(name, loader, *, tasks, classes, depth_unit, **metadata):
+    """Register ``name`` (dataset dicts from ``loader()``) with the dense metadata: evaluator_type
+    "dense", dense_tasks, stuff_classes, ignore_label 255 and depth_unit."""
+    DatasetCatalog.register(name, loader)
+    MetadataCatalog.get(name).set(
+        evaluator_type="dense",
+        dense_tasks=tuple(tasks),
+        stuff_classes=list(classes),
+        ignore_label=IGNORE_LABEL,
+        depth_unit=depth_unit,
+        **metadata,
+    )

@@ -1,0 +1,154 @@
+"""DenseDatasetMapper: a dense multi-task dataset dict -> model inputs (image, task targets)."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+
+from ..config import STAConfigError
+from .datasets.dense import read_dense_sample
+
+
+def _nearest_indices(n_in, n_out):
+    """Source index of each output pixel when resizing ``n_in`` pixels to ``n_out`` (the source
+    pixel whose area holds the output pixel's centre)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+
+
+class DenseResizeTransform(T.Transform):
+    """Resize (h, w) -> (new_h, new_w): images bilinearly, targets by nearest neighbour.
+
+    Nearest neighbour copies stored values, so a resized target never blends a valid pixel with
+    an invalid one (0 depth, zero normal, ignore label) nor mixes classes.
+    """
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+        super().__init__()
+        self._set_attributes(locals())
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """Bilinear (antialiased when shrinking) resize of a float (H, W, C) image."""
+        x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).permute(2, 0, 1)
+        x = F.interpolate(x[None], size=(self.new_h, self.new_w), mode="bilinear",
+                          align_corners=False, antialias=True)
+        return x[0].permute(1, 2, 0).numpy()
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """Nearest-neighbour resize of a (H, W) or (H, W, C) target of any dtype."""
+        rows = _nearest_indices(self.h, self.new_h)
+        cols = _nearest_indices(self.w, self.new_w)
+        return segmentation[rows][:, cols]
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        coords[:, 0] *= self.new_w / self.w
+        coords[:, 1] *= self.new_h / self.h
+        return coords
+
+
+class DenseDatasetMapper:
+    """Turn a dense dataset dict (see ``sta_d2.data.datasets.dense``) into model inputs.
+
+    Output: ``"image"`` float32 (3, H, W) 0..255 in ``image_format`` (cfg.INPUT.FORMAT, "RGB"
+    or "BGR", the channel order the backbone's weights expect); per task the dataset labels:
+    ``"sem_seg"`` int64 (H, W) (255 = ignore), ``"depth"`` float32 (1, H, W) metres,
+    ``"normal"`` float32 (3, H, W) unit vectors, ``"disparity"`` float32 (1, H, W) in pixels of
+    the returned image (0 / all-zero = invalid); ``"height"``, ``"width"`` (of these tensors),
+    ``"image_id"``, ``"file_name"``.
+
+    Geometry: everything is resized to ``size`` (H, W) (None: the stored size). In training an
+    image is first zoomed by a factor s drawn from ``scales`` (all >= 1) and cropped back to the
+    size at a random position, then flipped with probability 1/2 when ``flip`` is "horizontal"
+    (or "vertical"). A zoom by s divides depth by s (the scene looks s times closer); disparity
+    is multiplied by the horizontal resize factor (s, times width ratio of the resize to
+    ``size``); a horizontal flip negates the normals' x component (a vertical one, y). Images
+    are resized bilinearly, targets by nearest neighbour (see :class:`DenseResizeTransform`).
+    Random draws use ``np.random`` as detectron2's augmentations do, so detectron2's per-worker
+    seeding makes the mapper deterministic. At test time: resize to ``size`` only.
+    """
+
+    @configurable
+    def __init__(self, is_train: bool = True, *, size=None, scales=(1.0,), flip="none",
+                 image_format="RGB"):
+        if image_format not in ("RGB", "BGR"):
+            raise STAConfigError(f"cfg.INPUT.FORMAT = {image_format!r}: dense data is 'RGB' or 'BGR'")
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise STAConfigError(f"cfg.INPUT.DENSE.SIZE = {list(size)!r}: must be [] or [H, W] "
+                                 "with H, W >= 1")
+        if not scales or min(scales) < 1:
+            raise STAConfigError(f"cfg.INPUT.DENSE.RANDOM_SCALE = {list(scales)!r}: must be a "
+                                 "non-empty list of factors >= 1 (images are zoomed, then cropped)")
+        if flip not in ("horizontal", "vertical", "none"):
+            raise STAConfigError(f"cfg.INPUT.RANDOM_FLIP = {flip!r}: must be 'horizontal', "
+                                 "'vertical' or 'none'")
+        self.is_train = is_train
+        self.size = tuple(int(s) for s in size) if size is not None else None
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = flip
+        self.image_format = image_format
+        self._random_flip = None if flip == "none" else T.RandomFlip(
+            horizontal=flip == "horizontal", vertical=flip == "vertical")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        return {
+            "is_train": is_train,
+            "size": list(cfg.INPUT.DENSE.SIZE) or None,
+            "scales": list(cfg.INPUT.DENSE.RANDOM_SCALE),
+            "flip": cfg.INPUT.RANDOM_FLIP,
+            "image_format": cfg.INPUT.FORMAT,
+        }
+
+    def get_transform(self, h, w):
+        """The geometric transform of an (h, w) image and the zoom factor it applies."""
+        out_h, out_w = self.size or (h, w)
+        zoom = float(np.random.choice(self.scales)) if self.is_train else 1.0
+        new_h, new_w = round(out_h * zoom), round(out_w * zoom)
+        transforms = [DenseResizeTransform(h, w, new_h, new_w)] if (new_h, new_w) != (h, w) else []
+        if (new_h, new_w) != (out_h, out_w):
+            y0, x0 = np.random.randint(new_h - out_h + 1), np.random.randint(new_w - out_w + 1)
+            transforms.append(T.CropTransform(x0, y0, out_w, out_h, new_w, new_h))
+        if self.is_train and self._random_flip is not None:
+            transforms.append(self._random_flip.get_transform(np.empty((out_h, out_w, 0))))
+        return T.TransformList(transforms), zoom
+
+    def __call__(self, dataset_dict):
+        sample = read_dense_sample(dataset_dict)
+        image = sample.pop("image")
+        h, w = image.shape[:2]
+        transform, zoom = self.get_transform(h, w)
+        image = transform.apply_image(image)
+        if self.image_format == "BGR":
+            image = image[:, :, ::-1]
+        out_h, out_w = image.shape[:2]
+        out = {
+            "image_id": dataset_dict["image_id"],
+            "file_name": dataset_dict["file_name"],
+            "height": out_h,
+            "width": out_w,
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+        }
+        for task, target in sample.items():
+            target = np.ascontiguousarray(transform.apply_segmentation(target))
+            if task == "depth":
+                target = target / np.float32(zoom)
+            elif task == "disparity":
+                target = target * np.float32(out_w * zoom / w)
+            elif task == "normal":
+                target = target * self._normal_signs(transform)
+            if task == "sem_seg":
+                out[task] = torch.from_numpy(target).long()
+            else:  # (H, W) or (H, W, C) -> (C, H, W)
+                target = target.reshape(out_h, out_w, -1).transpose(2, 0, 1)
+                out[task] = torch.from_numpy(np.ascontiguousarray(target))
+        return out
+
+    @staticmethod
+    def _normal_signs(transform):
+        """Per-component signs of the normals after ``transform``'s flips."""
+        signs = np.ones(3, dtype=np.float32)
+        for t in transform.transforms:
+            if isinstance(t, T.HFlipTransform):
+                signs[0] *= -1
+            elif isinstance(t, T.VFlipTransform):
+                signs[1] *= -1
+        return signs
