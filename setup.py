@@ -8,5 +8,5 @@ setup(
     python_requires=">=3.8",
     # detectron2 itself is not listed: it is not on PyPI; install it first (see README).
     install_requires=["torch>=1.8", "numpy", "pycocotools>=2.0.2", "shapely", "cityscapesscripts"],
-    extras_require={"test": ["pytest", "hypothesis"]},
+    extras_require={"test": ["pytest", "hypothesis"], "nyuv2": ["h5py", "scipy"]},  # .mat conversion
 )

@@ -18,9 +18,16 @@ if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
     quiet "${PIP[@]}" install torch==2.14.1 torchvision==0.29.1
 fi
 
+# The pinned environment, again whenever dev/requirements-env.txt changed since the last install.
+STAMP="$VENV/.sta_d2-requirements"
+if ! cmp -s "$ROOT/dev/requirements-env.txt" "$STAMP"; then
+    echo "[bootstrap] installing the pinned environment (dev/requirements-env.txt)"
+    quiet "${PIP[@]}" install -r "$ROOT/dev/requirements-env.txt"
+    cp "$ROOT/dev/requirements-env.txt" "$STAMP"
+fi
+
 if ! "$PY" -c "import detectron2.modeling, detectron2.engine" 2>/dev/null; then
     echo "[bootstrap] installing detectron2 v0.6 (Python package from the pb1-detectron2 sdist)"
-    quiet "${PIP[@]}" install -r "$ROOT/dev/requirements-env.txt"
     WORK="$(mktemp -d)"
     trap 'rm -rf "$WORK"' EXIT
     quiet "${PIP[@]}" download --no-deps --no-build-isolation --no-binary :all: \
@@ -44,7 +51,6 @@ PYEOF
 fi
 
 if ! (cd / && "$PY" -c "import sta_d2") 2>/dev/null; then
-    echo "[bootstrap] installing sta_d2 (editable) and the pinned environment"
-    quiet "${PIP[@]}" install -r "$ROOT/dev/requirements-env.txt"
+    echo "[bootstrap] installing sta_d2 (editable)"
     quiet "${PIP[@]}" install --no-deps --no-build-isolation -e "$ROOT"
 fi

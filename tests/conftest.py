@@ -1,15 +1,19 @@
 """Shared fixtures: tiny R-CNN configs and synthetic batches that run in a second on a CPU."""
 import os
+import uuid
 
 import pytest
 import torch
 from detectron2 import model_zoo
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.config import get_cfg
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from sta_d2 import add_sta_config
+from sta_d2.data.synthetic import generate_cityscapes, generate_coco_shapes
 
 IMAGE_SIZE = (64, 96)
+NUM_TRAIN, NUM_VAL = 6, 3  # images of the generated shapes dataset of `coco_root`
 
 
 def tiny_rcnn_cfg(panoptic=False, stock=False):
@@ -77,3 +81,54 @@ def make_batch(num_images, seed=0, num_classes=3, num_sem_classes=4):
 @pytest.fixture(autouse=True)
 def _quiet_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def reregister():
+    """``reregister(root, names, *register_all)``: drop the named datasets, register them again
+    with ``register_all(root)`` functions; the original registrations come back afterwards."""
+    saved = {}
+
+    def register(root, names, *register_all):
+        for n in names:
+            saved.setdefault(n, (DatasetCatalog[n], MetadataCatalog.get(n).as_dict()))
+            DatasetCatalog.remove(n)
+            MetadataCatalog.remove(n)
+        for register_at in register_all:
+            register_at(root)
+
+    yield register
+    for n, (func, meta) in saved.items():
+        DatasetCatalog.pop(n, None)
+        MetadataCatalog.pop(n, None)
+        DatasetCatalog.register(n, func)
+        MetadataCatalog.get(n).set(**{k: v for k, v in meta.items() if k != "name"})
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data") / "shapes")
+    generate_coco_shapes(root, NUM_TRAIN, NUM_VAL, image_size=(96, 128), seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cityscapes_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("data") / "cityscapes")
+    generate_cityscapes(root, 4, 2, seed=5)
+    return root
+
+
+@pytest.fixture
+def new_name():
+    """Makes unique dataset names; removes them from detectron2's catalogs afterwards."""
+    names = []
+
+    def make(prefix="sta_d2_test"):
+        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        DatasetCatalog.pop(name, None)
+        MetadataCatalog.pop(name, None)

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -18,6 +17,7 @@ from detectron2.data.datasets.cityscapes import load_cityscapes_instances, load_
 from detectron2.structures import BitMasks, PolygonMasks
 from PIL import Image
 
+from conftest import NUM_TRAIN, NUM_VAL
 from sta_d2.data.datasets import (
     cityscapes_inst_sem_metadata,
     register_all_cityscapes_inst_sem,
@@ -28,41 +28,10 @@ from sta_d2.data.datasets import (
 from sta_d2.data.synthetic import (
     CITYSCAPES_CITIES,
     SHAPE_CATEGORIES,
-    generate_cityscapes,
     generate_coco_shapes,
 )
 
-NUM_TRAIN, NUM_VAL = 6, 3
 SHAPE_NAMES = [c["name"] for c in SHAPE_CATEGORIES]
-
-
-@pytest.fixture(scope="module")
-def coco_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data") / "shapes")
-    generate_coco_shapes(root, NUM_TRAIN, NUM_VAL, image_size=(96, 128), seed=3)
-    return root
-
-
-@pytest.fixture(scope="module")
-def cityscapes_root(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("data") / "cityscapes")
-    generate_cityscapes(root, 4, 2, seed=5)
-    return root
-
-
-@pytest.fixture
-def new_name():
-    """Makes unique dataset names; removes them from detectron2's catalogs afterwards."""
-    names = []
-
-    def make(prefix="sta_d2_test"):
-        names.append(f"{prefix}_{uuid.uuid4().hex[:8]}")
-        return names[-1]
-
-    yield make
-    for name in names:
-        DatasetCatalog.pop(name, None)
-        MetadataCatalog.pop(name, None)
 
 
 def cityscapes_dirs(root, split):
@@ -220,25 +189,11 @@ def test_cityscapes_inst_sem_joins_both_targets_and_maps(cityscapes_root, new_na
 
 
 @pytest.fixture
-def named_datasets_at():
-    """Re-registers sta_d2's named datasets at another root; restores them afterwards."""
+def named_datasets_at(reregister):
+    """Re-registers sta_d2's named R-CNN datasets at another root."""
     names = ["shapes_train", "shapes_val", "cityscapes_fine_inst_sem_train",
              "cityscapes_fine_inst_sem_val"]
-    saved = {n: (DatasetCatalog[n], MetadataCatalog.get(n).as_dict()) for n in names}
-
-    def register(root):
-        for n in names:
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
-        register_all_shapes(root)
-        register_all_cityscapes_inst_sem(root)
-
-    yield register
-    for n, (func, meta) in saved.items():
-        DatasetCatalog.pop(n, None)
-        MetadataCatalog.pop(n, None)
-        DatasetCatalog.register(n, func)
-        MetadataCatalog.get(n).set(**{k: v for k, v in meta.items() if k != "name"})
+    return lambda root: reregister(root, names, register_all_shapes, register_all_cityscapes_inst_sem)
 
 
 def test_named_datasets_live_under_detectron2_datasets(coco_root, cityscapes_root, tmp_path,

@@ -25,13 +25,13 @@ from sta_d2.data.datasets import (
     register_all_cityscapes_depth,
     register_all_nyuv2,
 )
+from sta_d2.data.synthetic.cli import main
 from sta_d2.data.synthetic import (
     NYU_40_TO_13,
     generate_cityscapes,
     generate_cityscapes_npy,
     generate_nyud_mt,
     generate_nyuv2_13,
-    main,
 )
 
 SIZE = (24, 32)  # generated NYUv2 images
@@ -145,25 +145,11 @@ def test_each_layout_loads_and_maps(data_root, layout):
 
 
 @pytest.fixture
-def named_at():
-    """Re-registers the dense dataset names at another root; restores them afterwards."""
+def named_at(reregister):
+    """Re-registers the dense dataset names at another root."""
     names = [f"{base}_{s}" for base in ("nyuv2_13", "nyuv2_40", "cityscapes_depth_seg",
                                         "cityscapes_npy") for s in ("train", "val")]
-    saved = {n: (DatasetCatalog[n], MetadataCatalog.get(n).as_dict()) for n in names}
-
-    def register(root):
-        for n in names:
-            DatasetCatalog.remove(n)
-            MetadataCatalog.remove(n)
-        register_all_nyuv2(root)
-        register_all_cityscapes_depth(root)
-
-    yield register
-    for n, (func, meta) in saved.items():
-        DatasetCatalog.pop(n, None)
-        MetadataCatalog.pop(n, None)
-        DatasetCatalog.register(n, func)
-        MetadataCatalog.get(n).set(**{k: v for k, v in meta.items() if k != "name"})
+    return lambda root: reregister(root, names, register_all_nyuv2, register_all_cityscapes_depth)
 
 
 def test_registered_names_and_metadata(data_root, named_at):

@@ -20,7 +20,6 @@ from sta_d2.evaluation import (
     multi_task_gain,
 )
 from sta_d2.evaluation import dense
-from test_data import new_name  # noqa: F401
 
 NAN = float("nan")
 CLASSES = ["a", "b", "c", "d"]  # "d" occurs nowhere

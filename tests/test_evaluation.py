@@ -19,7 +19,7 @@ from PIL import Image
 
 from sta_d2.data.datasets import register_cityscapes_inst_sem, register_coco_instances_checked
 from sta_d2.evaluation import build_evaluator, has_compiled_ops
-from test_data import cityscapes_dirs, cityscapes_root, coco_root, gt_path, new_name  # noqa: F401
+from test_data import cityscapes_dirs, gt_path
 
 
 @pytest.fixture
