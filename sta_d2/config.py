@@ -31,6 +31,18 @@ def add_sta_config(cfg):
     # Seed of the allocation generator; each process uses (SEED, rank).
     cfg.STA.SEED = 0
 
+    # How task losses become the update (sta_d2.weighting): a class registered in
+    # WEIGHTING_REGISTRY; each method's hyper-parameters live in cfg.STA.WEIGHTING.<its node>.
+    # LR is the learning rate of the method's own parameters (0: SOLVER.BASE_LR).
+    cfg.STA.WEIGHTING = CN()
+    cfg.STA.WEIGHTING.NAME = "EqualWeighting"
+    cfg.STA.WEIGHTING.LR = 0.0
+    from .weighting import WEIGHTING_REGISTRY  # the methods import this module's error type
+
+    for _, method in WEIGHTING_REGISTRY:
+        if method.CONFIG_NAME:
+            cfg.STA.WEIGHTING[method.CONFIG_NAME] = CN(dict(method.CONFIG))
+
     # Optimizer: "SGD" (detectron2's, with SOLVER.MOMENTUM and NESTEROV) or "ADAM" (used by the
     # dense NYUv2 / Cityscapes settings of the paper).
     cfg.SOLVER.OPTIMIZER = "SGD"
@@ -96,6 +108,13 @@ def validate_sta_config(cfg):
         _fail("STA.GAP", gap, "must be an integer >= 1")
     if not isinstance(sta.COVER_ALL_TASKS, bool):
         _fail("STA.COVER_ALL_TASKS", sta.COVER_ALL_TASKS, "must be true or false")
+    from .weighting import WEIGHTING_REGISTRY
+
+    if cfg.STA.WEIGHTING.NAME not in dict(WEIGHTING_REGISTRY):
+        _fail("STA.WEIGHTING.NAME", cfg.STA.WEIGHTING.NAME,
+              f"unknown method; choose one of {', '.join(sorted(dict(WEIGHTING_REGISTRY)))}")
+    if cfg.STA.WEIGHTING.LR < 0:
+        _fail("STA.WEIGHTING.LR", cfg.STA.WEIGHTING.LR, "must be >= 0")
     if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:
         _fail("SOLVER.OPTIMIZER", cfg.SOLVER.OPTIMIZER, f"choose one of {', '.join(OPTIMIZERS)}")
     seed = sta.SEED

@@ -10,6 +10,7 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..allocation import AllocationPolicy, TaskAssignment
+from ..weighting import TaskWeighting, WeightingStep
 
 
 def unwrap_model(model):
@@ -22,13 +23,15 @@ class AllocationTrainer(SimpleTrainer):
 
     Each call of :meth:`run_step` is one optimizer step, so ``SOLVER.MAX_ITER`` and every
     iteration-based period count optimizer steps; ``ista`` and ``gap`` load a new batch once every
-    ``policy.steps_per_batch`` steps. Besides detectron2's losses it logs, per task,
-    ``task_loss/<task>`` and ``allocated/<task>`` (images allocated, summed over processes).
+    ``policy.steps_per_batch`` steps. The task losses become gradients through ``weighting``
+    (``cfg.STA.WEIGHTING``). Besides detectron2's losses it logs, per task, ``task_loss/<task>``,
+    ``task_weight/<task>`` and ``allocated/<task>`` (images allocated, summed over processes).
     """
 
-    def __init__(self, model, data_loader, optimizer, policy: AllocationPolicy):
+    def __init__(self, model, data_loader, optimizer, policy: AllocationPolicy, weighting: TaskWeighting):
         super().__init__(model, data_loader, optimizer)
         self.policy = policy
+        self.weighting = weighting
         self._data_time = 0.0
 
     def _next_batch(self):
@@ -42,18 +45,23 @@ class AllocationTrainer(SimpleTrainer):
         self._data_time = 0.0
         batch, assignment = self.policy.next_step(self._next_batch)
         loss_dict = self.model(assignment.attach(batch))
-        losses = sum(loss_dict.values())
+        model = unwrap_model(self.model)
+        task_losses = model.task_losses(loss_dict)
+        counts = assignment.counts()
+        step = WeightingStep(model=model, active=[t for t in model.tasks if counts[t]], iteration=self.iter)
         self.optimizer.zero_grad()
-        losses.backward()
+        weights = self.weighting.backward(task_losses, step)
         self._write_metrics(loss_dict, self._data_time)
-        self.write_task_metrics(unwrap_model(self.model).task_losses(loss_dict), assignment)
+        self.write_task_metrics(task_losses, weights, assignment)
         self.optimizer.step()
 
     @staticmethod
-    def write_task_metrics(task_losses: Dict[str, torch.Tensor], assignment: TaskAssignment):
-        """Log per-task losses (mean over processes) and allocation counts (sum over processes)."""
+    def write_task_metrics(task_losses: Dict[str, torch.Tensor], weights: Dict[str, float],
+                           assignment: TaskAssignment):
+        """Log per-task losses and weights (mean over processes) and allocation counts (sum)."""
         local = {
             "losses": {t: v.detach().cpu().item() for t, v in task_losses.items()},
+            "weights": weights,
             "counts": assignment.counts(),
         }
         gathered = comm.gather(local)
@@ -61,11 +69,14 @@ class AllocationTrainer(SimpleTrainer):
             storage = get_event_storage()
             for task in task_losses:
                 storage.put_scalar(f"task_loss/{task}", np.mean([g["losses"][task] for g in gathered]))
+                storage.put_scalar(f"task_weight/{task}", np.mean([g["weights"][task] for g in gathered]))
                 storage.put_scalar(f"allocated/{task}", sum(g["counts"][task] for g in gathered), smoothing_hint=False)
 
     def state_dict(self):
-        return {**super().state_dict(), "allocation": self.policy.state_dict()}
+        return {**super().state_dict(), "allocation": self.policy.state_dict(),
+                "weighting": self.weighting.state_dict()}
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self.policy.load_state_dict(state_dict["allocation"])
+        self.weighting.load_state_dict(state_dict["weighting"])

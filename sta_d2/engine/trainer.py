@@ -14,6 +14,7 @@ from ..config import STAConfigError, validate_sta_config
 from ..data import DenseDatasetMapper
 from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
+from ..weighting import build_weighting
 from .checkpoint import AtomicCheckpointer
 from .train_loop import AllocationTrainer, unwrap_model
 
@@ -49,12 +50,15 @@ class STATrainer(DefaultTrainer):
                 "tasks; use an sta_d2 meta-architecture (e.g. STAGeneralizedRCNN, STAPanopticFPN)"
             )
         optimizer = self.build_optimizer(cfg, model)
+        weighting = build_weighting(cfg, tasks).to(model.device)
+        for group in weighting.param_groups(cfg):
+            optimizer.add_param_group(group)
         data_loader = self.build_train_loader(cfg)
         policy = build_allocation_policy(cfg, tasks, comm.get_rank())
         logger.info(f"Allocation policy {cfg.STA.POLICY!r} over tasks {tasks}, "
                     f"{policy.steps_per_batch} optimizer step(s) per batch")
         model = create_ddp_model(model, broadcast_buffers=False)
-        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy)
+        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy, weighting)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0

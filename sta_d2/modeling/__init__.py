@@ -3,3 +3,4 @@ from .rcnn import LOSS_TASKS, STAGeneralizedRCNN, STAPanopticFPN, STAROIHeads, S
 from .task_set import resolve_tasks
 from .backbone import SegNet, build_dilated_resnet_backbone, build_segnet_backbone
 from .dense import DENSE_HEAD_REGISTRY, DENSE_TASKS, ASPPHead, DenseMultiTaskNet, SegNetHead
+from .multitask import MultiTaskModel

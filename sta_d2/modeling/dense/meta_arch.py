@@ -11,6 +11,7 @@ from torch import nn
 from ...allocation import TaskAssignment
 from ...config import STAConfigError
 from ..allocation_scope import connected_zero
+from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
 from .heads import DENSE_HEAD_REGISTRY
 from .losses import cosine_loss, l1_loss, segmentation_loss
@@ -21,7 +22,7 @@ DENSE_TASKS = ("sem_seg", *REGRESSION_CHANNELS)
 
 
 @META_ARCH_REGISTRY.register()
-class DenseMultiTaskNet(nn.Module):
+class DenseMultiTaskNet(MultiTaskModel, nn.Module):
     """Shared backbone (e.g. a dilated ResNet-50 or SegNet) and one head per task.
 
     Inputs: detectron2-style dicts with ``"image"`` (3, H, W) and, in training, one target per
@@ -45,6 +46,7 @@ class DenseMultiTaskNet(nn.Module):
         self.ignore_value = ignore_value
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.track_shared_representation()
 
     @classmethod
     def from_config(cls, cfg):

@@ -8,6 +8,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN
 from ...allocation import TaskAssignment
 from ...config import STAConfigError
 from ..allocation_scope import allocation_scope
+from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
 from .roi_heads import STAROIHeads
 from .rpn import STARPN
@@ -41,13 +42,14 @@ def _rcnn_tasks(cfg, proposal_generator, roi_heads) -> List[str]:
     return ["det", "mask"] if roi_heads.mask_on else ["det"]
 
 
-class _AllocatedMetaArch:
+class _AllocatedMetaArch(MultiTaskModel):
     """Mixin: read each input's allocated tasks and make them visible to the heads."""
 
     @configurable
     def __init__(self, *, tasks: Sequence[str], **kwargs):
         super().__init__(**kwargs)
         self.tasks = list(tasks)
+        self.track_shared_representation()
 
     def forward(self, batched_inputs):
         if not self.training:

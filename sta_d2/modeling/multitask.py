@@ -1,0 +1,42 @@
+"""What task-weighting and gradient methods need from an sta_d2 multi-task model."""
+from typing import List
+
+import torch
+from detectron2.modeling.backbone import FPN
+from torch import nn
+
+from .backbone import SegNet
+
+
+class MultiTaskModel:
+    """Mixin of sta_d2's meta-architectures (which have ``self.backbone`` and ``self.tasks``).
+
+    The backbone is what every task shares: its trainable parameters, its last convolution
+    (GradNorm's "last shared layer") and its outputs of the last training forward (the shared
+    representation MGDA-UB differentiates) are exposed here.
+    """
+
+    def track_shared_representation(self):
+        """Keep the backbone's outputs of each training forward (call once in ``__init__``)."""
+        self._shared_representation: List[torch.Tensor] = []
+        self.backbone.register_forward_hook(self._keep_shared_representation)
+
+    def _keep_shared_representation(self, module, inputs, output):
+        if self.training:
+            self._shared_representation = list(output.values()) if isinstance(output, dict) else [output]
+
+    def shared_representation(self) -> List[torch.Tensor]:
+        return self._shared_representation
+
+    def shared_parameters(self) -> List[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def last_shared_layer(self) -> nn.Parameter:
+        """The weight of the backbone's last convolution: SegNet's last decoder conv, the
+        finest-level output conv of an FPN, else the last conv registered (ResNet: res5's)."""
+        backbone = self.backbone
+        if isinstance(backbone, SegNet):
+            return backbone.decoder[0][-1].weight
+        if isinstance(backbone, FPN):
+            return backbone.output_convs[-1].weight
+        return [m for m in backbone.modules() if isinstance(m, nn.Conv2d)][-1].weight

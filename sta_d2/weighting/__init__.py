@@ -1,0 +1,4 @@
+"""Task weighting and gradient methods, combinable with every allocation policy."""
+from .base import WEIGHTING_REGISTRY, LossWeighting, TaskWeighting, WeightingStep, build_weighting
+from .static import EqualWeighting, StaticWeighting
+from .uncertainty import UncertaintyWeighting

@@ -1,0 +1,76 @@
+"""The one interface that turns per-task losses into the gradients of an optimizer step.
+
+A method is a :class:`TaskWeighting` subclass in its own module, registered in
+``WEIGHTING_REGISTRY`` and selected by ``cfg.STA.WEIGHTING.NAME``. Its hyper-parameters are the
+class attribute ``CONFIG`` (a dict), which ``add_sta_config`` installs as
+``cfg.STA.WEIGHTING.<CONFIG_NAME>``. Learnable quantities (e.g. uncertainty weights) are its
+``nn.Parameter``s: the trainer adds them to the optimizer as extra parameter groups
+(:meth:`TaskWeighting.param_groups`). Everything it keeps is in its ``state_dict`` (parameters,
+buffers and ``get_extra_state``), which the trainer checkpoints and restores on resume.
+"""
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+from detectron2.utils.registry import Registry
+from torch import nn
+
+WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
+WEIGHTING_REGISTRY.__doc__ = "Task-weighting and gradient methods, selected by cfg.STA.WEIGHTING.NAME."
+
+
+@dataclass
+class WeightingStep:
+    """What a method may use at one optimizer step besides the task losses."""
+
+    model: nn.Module  # the (unwrapped) multi-task model; see sta_d2.modeling.MultiTaskModel
+    active: List[str]  # tasks allocated to at least one image of this step's batch
+    iteration: int
+
+
+class TaskWeighting(nn.Module):
+    """Base class. ``backward`` must leave in ``.grad`` of the model's parameters (and of the
+    method's own) the gradients of this step, and return the per-task weights to log."""
+
+    CONFIG_NAME = ""  # node of cfg.STA.WEIGHTING holding CONFIG
+    CONFIG: Dict = {}
+
+    def __init__(self, tasks: List[str]):
+        super().__init__()
+        self.tasks = list(tasks)
+
+    @classmethod
+    def from_config(cls, cfg, tasks: List[str]) -> "TaskWeighting":
+        return cls(tasks)
+
+    def param_groups(self, cfg) -> List[dict]:
+        """Optimizer parameter groups of the method's own parameters (none by default)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return []
+        lr = cfg.STA.WEIGHTING.LR or cfg.SOLVER.BASE_LR
+        return [{"params": params, "lr": lr, "weight_decay": 0.0}]
+
+    def backward(self, task_losses: Dict[str, torch.Tensor], step: WeightingStep) -> Dict[str, float]:
+        raise NotImplementedError
+
+
+class LossWeighting(TaskWeighting):
+    """A method that only scales the task losses: the step's loss is sum_t w_t * L_t (+ the
+    method's own regulariser), differentiated once."""
+
+    def weights(self, task_losses: Dict[str, torch.Tensor], step: WeightingStep) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def regulariser(self, step: WeightingStep) -> torch.Tensor:
+        return torch.zeros(())
+
+    def backward(self, task_losses, step):
+        weights = self.weights(task_losses, step)
+        total = sum(weights[t] * task_losses[t] for t in self.tasks) + self.regulariser(step)
+        total.backward()
+        return {t: float(w) for t, w in weights.items()}
+
+
+def build_weighting(cfg, tasks: List[str]) -> TaskWeighting:
+    return WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.NAME).from_config(cfg, tasks)

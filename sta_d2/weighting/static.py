@@ -1,0 +1,36 @@
+import torch
+
+from ..config import STAConfigError
+from .base import WEIGHTING_REGISTRY, LossWeighting
+
+
+@WEIGHTING_REGISTRY.register()
+class EqualWeighting(LossWeighting):
+    """Every task weighs 1: the loss is the plain sum of the task losses (detectron2's default)."""
+
+    def weights(self, task_losses, step):
+        return {t: torch.ones(()) for t in self.tasks}
+
+
+@WEIGHTING_REGISTRY.register()
+class StaticWeighting(LossWeighting):
+    """Constant per-task weights, ``cfg.STA.WEIGHTING.STATIC.WEIGHTS`` in the model's task order."""
+
+    CONFIG_NAME = "STATIC"
+    CONFIG = {"WEIGHTS": []}
+
+    def __init__(self, tasks, weights):
+        super().__init__(tasks)
+        if len(weights) != len(tasks) or any(w < 0 for w in weights):
+            raise STAConfigError(
+                f"cfg.STA.WEIGHTING.STATIC.WEIGHTS = {list(weights)}: give one weight >= 0 per task "
+                f"of the model, in its order {self.tasks}"
+            )
+        self.register_buffer("task_weights", torch.tensor([float(w) for w in weights]))
+
+    @classmethod
+    def from_config(cls, cfg, tasks):
+        return cls(tasks, list(cfg.STA.WEIGHTING.STATIC.WEIGHTS))
+
+    def weights(self, task_losses, step):
+        return dict(zip(self.tasks, self.task_weights))
