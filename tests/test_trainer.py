@@ -49,8 +49,8 @@ def recording_trainer(cfg):
     steps = []
     original = policy.next_step
 
-    def next_step(next_batch):
-        batch, assignment = original(next_batch)
+    def next_step(next_batch, availability=None):
+        batch, assignment = original(next_batch, availability)
         steps.append((batch, assignment))
         return batch, assignment
 

@@ -7,6 +7,8 @@ from .policies import (
     ISTAPolicy,
     StochasticPolicy,
     allocation_generator,
+    can_cover,
+    fully_labelled,
     build_allocation_policy,
     draw_tasks,
     register_policy,

@@ -29,12 +29,41 @@ def register_policy(name: str):
     return deco
 
 Batch = List[dict]
+# (batch) -> bool (num_images, num_tasks): which tasks each image has labels for.
+Availability = Callable[[Batch], torch.Tensor]
+
+
+def fully_labelled(tasks: Sequence[str]) -> Availability:
+    return lambda batch: torch.ones(len(batch), len(tasks), dtype=torch.bool)
 
 
 def allocation_generator(seed: int, rank: int) -> torch.Generator:
     """The allocation generator of one process: distinct and reproducible per (seed, rank)."""
     mixed = np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(mixed))
+
+
+def can_cover(available: torch.Tensor, k: int) -> bool:
+    """Whether some allocation of at most ``k`` tasks per image gives every task that any image
+    has at least one image: a matching of tasks to image slots (augmenting paths)."""
+    owners: Dict[int, List[int]] = {}  # image -> tasks placed on it
+
+    def place(task, visited):
+        for image in available[:, task].nonzero().flatten().tolist():
+            if image in visited:
+                continue
+            visited.add(image)
+            placed = owners.setdefault(image, [])
+            if len(placed) < k:
+                placed.append(task)
+                return True
+            for j, other in enumerate(placed):
+                if place(other, visited):
+                    placed[j] = task
+                    return True
+        return False
+
+    return all(place(t, set()) for t in range(available.shape[1]) if available[:, t].any())
 
 
 def draw_tasks(available: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -63,8 +92,15 @@ class AllocationPolicy:
     def from_config(cls, cfg, tasks: Sequence[str], generator: torch.Generator) -> "AllocationPolicy":
         return cls(tasks, cfg.STA.TASKS_PER_IMAGE, generator)
 
-    def next_step(self, next_batch: Callable[[], Batch]) -> Tuple[Batch, TaskAssignment]:
+    def next_step(self, next_batch: Callable[[], Batch], availability: Availability = None
+                  ) -> Tuple[Batch, TaskAssignment]:
+        """The batch of the next optimizer step and its allocation. ``availability`` tells which
+        tasks each image has labels for (default: all); only those are ever allocated."""
         raise NotImplementedError
+
+    def _availability(self, batch: Batch, availability: Availability) -> torch.Tensor:
+        """A fresh copy, which the interleaved policies consume in place."""
+        return (availability or fully_labelled(self.tasks))(batch).clone()
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -77,9 +113,9 @@ class AllocationPolicy:
 class FullTaskPolicy(AllocationPolicy):
     """Every task on every image (FT): stock multi-task training."""
 
-    def next_step(self, next_batch):
+    def next_step(self, next_batch, availability=None):
         batch = next_batch()
-        return batch, TaskAssignment.full(self.tasks, len(batch))
+        return batch, TaskAssignment(self.tasks, self._availability(batch, availability))
 
 
 @register_policy("sta")
@@ -87,7 +123,9 @@ class StochasticPolicy(AllocationPolicy):
     """STA: each image gets ``k`` tasks drawn uniformly, afresh at every step.
 
     With ``cover_all_tasks``, the draw is repeated until every task has at least one image,
-    whenever the batch is large enough for that (num_images * k >= num_tasks).
+    whenever the batch allows it (fully labelled: num_images * k >= num_tasks; partially
+    labelled: every task some image has can get one, see :func:`can_cover`). An image with fewer
+    than ``k`` labelled tasks gets all of them.
     """
 
     def __init__(self, tasks, tasks_per_image, generator, cover_all_tasks: bool = True):
@@ -98,12 +136,12 @@ class StochasticPolicy(AllocationPolicy):
     def from_config(cls, cfg, tasks, generator):
         return cls(tasks, cfg.STA.TASKS_PER_IMAGE, generator, cfg.STA.COVER_ALL_TASKS)
 
-    def next_step(self, next_batch):
+    def next_step(self, next_batch, availability=None):
         batch = next_batch()
-        available = torch.ones(len(batch), len(self.tasks), dtype=torch.bool)
+        available = self._availability(batch, availability)
         mask = draw_tasks(available, self.k, self.generator)
-        if self.cover_all_tasks and len(batch) * self.k >= len(self.tasks):
-            while not mask.any(dim=0).all():
+        if self.cover_all_tasks and can_cover(available, self.k):
+            while not torch.equal(mask.any(dim=0), available.any(dim=0)):
                 mask = draw_tasks(available, self.k, self.generator)
         return batch, TaskAssignment(self.tasks, mask)
 
@@ -112,9 +150,11 @@ class StochasticPolicy(AllocationPolicy):
 class InterleavedPolicy(AllocationPolicy):
     """ISTA and STA-Gap: each batch is visited ceil(T / k) times, ``gap`` steps apart.
 
-    Batches are taken ``gap`` at a time. Every image starts with all tasks left; at each visit it
-    draws ``k`` of the tasks it has left, so after the last visit every image has used every
-    task exactly once. With ``gap == 1`` this is ISTA: consecutive steps on the same batch.
+    Batches are taken ``gap`` at a time. Every image starts with all its labelled tasks left; at
+    each visit it draws ``k`` of the tasks it has left, so after the last visit every image has
+    used each of its tasks exactly once. The number of visits is ceil(T / k) whatever the labels,
+    so every process takes the same number of steps. With ``gap == 1`` this is ISTA:
+    consecutive steps on the same batch.
     """
 
     def __init__(self, tasks, tasks_per_image, generator, gap: int = 1):
@@ -131,14 +171,16 @@ class InterleavedPolicy(AllocationPolicy):
     def from_config(cls, cfg, tasks, generator):
         return cls(tasks, cfg.STA.TASKS_PER_IMAGE, generator, cfg.STA.GAP)
 
-    def next_step(self, next_batch):
+    def next_step(self, next_batch, availability=None):
         if self._position == 0:
             self._batches = [next_batch() for _ in range(self.gap)]
-            self._remaining = [torch.ones(len(b), len(self.tasks), dtype=torch.bool) for b in self._batches]
+            self._remaining = [self._availability(b, availability) for b in self._batches]
         while len(self._batches) < self.gap:
             # Resumed inside a group: the held batches were not checkpointed, so new batches take
             # their place; the allocation continues exactly where it stopped.
-            self._batches.append(self._matching_batch(next_batch, len(self._batches)))
+            j = len(self._batches)
+            self._batches.append(self._matching_batch(next_batch, j))
+            self._remaining[j] &= self._availability(self._batches[j], availability)
         j = self._position % self.gap
         mask = draw_tasks(self._remaining[j], self.k, self.generator)
         self._remaining[j] &= ~mask

@@ -25,7 +25,9 @@ class AllocationTrainer(SimpleTrainer):
     iteration-based period count optimizer steps; ``ista`` and ``gap`` load a new batch once every
     ``policy.steps_per_batch`` steps. The task losses become gradients through ``weighting``
     (``cfg.STA.WEIGHTING``). Besides detectron2's losses it logs, per task, ``task_loss/<task>``,
-    ``task_weight/<task>`` and ``allocated/<task>`` (images allocated, summed over processes).
+    ``task_weight/<task>`` and ``allocated/<task>`` (images allocated, summed over processes),
+    and ``skipped_images``: images dropped from their batch for having no labelled task.
+    Allocation only gives an image tasks it has labels for (``model.task_availability``).
     """
 
     def __init__(self, model, data_loader, optimizer, policy: AllocationPolicy, weighting: TaskWeighting):
@@ -33,40 +35,50 @@ class AllocationTrainer(SimpleTrainer):
         self.policy = policy
         self.weighting = weighting
         self._data_time = 0.0
+        self._skipped = 0
 
     def _next_batch(self):
+        """The next batch without its images that have no label for any task (counted)."""
         start = time.perf_counter()
-        batch = next(self._data_loader_iter)
+        batch = []
+        while not batch:
+            loaded = next(self._data_loader_iter)
+            labelled = unwrap_model(self.model).task_availability(loaded).any(dim=1).tolist()
+            self._skipped += labelled.count(False)
+            batch = [x for x, keep in zip(loaded, labelled) if keep]
         self._data_time += time.perf_counter() - start
         return batch
 
     def run_step(self):
         assert self.model.training, "[AllocationTrainer] model was changed to eval mode!"
-        self._data_time = 0.0
-        batch, assignment = self.policy.next_step(self._next_batch)
-        loss_dict = self.model(assignment.attach(batch))
+        self._data_time, self._skipped = 0.0, 0
         model = unwrap_model(self.model)
+        batch, assignment = self.policy.next_step(self._next_batch, model.task_availability)
+        loss_dict = self.model(assignment.attach(batch))
         task_losses = model.task_losses(loss_dict)
         counts = assignment.counts()
         step = WeightingStep(model=model, active=[t for t in model.tasks if counts[t]], iteration=self.iter)
         self.optimizer.zero_grad()
         weights = self.weighting.backward(task_losses, step)
         self._write_metrics(loss_dict, self._data_time)
-        self.write_task_metrics(task_losses, weights, assignment)
+        self.write_task_metrics(task_losses, weights, assignment, self._skipped)
         self.optimizer.step()
 
     @staticmethod
     def write_task_metrics(task_losses: Dict[str, torch.Tensor], weights: Dict[str, float],
-                           assignment: TaskAssignment):
-        """Log per-task losses and weights (mean over processes) and allocation counts (sum)."""
+                           assignment: TaskAssignment, skipped: int):
+        """Log per-task losses and weights (mean over processes), allocation counts and images
+        skipped for having no labelled task (sums over processes)."""
         local = {
             "losses": {t: v.detach().cpu().item() for t, v in task_losses.items()},
             "weights": weights,
             "counts": assignment.counts(),
+            "skipped": skipped,
         }
         gathered = comm.gather(local)
         if comm.is_main_process():
             storage = get_event_storage()
+            storage.put_scalar("skipped_images", sum(g["skipped"] for g in gathered), smoothing_hint=False)
             for task in task_losses:
                 storage.put_scalar(f"task_loss/{task}", np.mean([g["losses"][task] for g in gathered]))
                 storage.put_scalar(f"task_weight/{task}", np.mean([g["weights"][task] for g in gathered]))

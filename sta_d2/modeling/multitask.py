@@ -1,20 +1,40 @@
 """What task-weighting and gradient methods need from an sta_d2 multi-task model."""
-from typing import List
+from typing import Dict, List
 
 import torch
 from detectron2.modeling.backbone import FPN
 from torch import nn
 
+from ..allocation import TaskAssignment
 from .backbone import SegNet
 
 
 class MultiTaskModel:
     """Mixin of sta_d2's meta-architectures (which have ``self.backbone`` and ``self.tasks``).
 
-    The backbone is what every task shares: its trainable parameters, its last convolution
+    An input has labels for a task when it holds the task's target key (``LABEL_KEYS``, by
+    default the task's name): :meth:`task_availability` tells the allocation which tasks it may
+    give each image. The backbone is what every task shares: its trainable parameters, its last convolution
     (GradNorm's "last shared layer") and its outputs of the last training forward (the shared
     representation MGDA-UB differentiates) are exposed here.
     """
+
+    LABEL_KEYS: Dict[str, str] = {}  # task -> key of its target in an input dict, if not the task
+
+    def task_availability(self, batched_inputs: List[dict]) -> torch.Tensor:
+        """Bool (num_images, num_tasks): which of ``self.tasks`` each input has labels for."""
+        rows = [[self.LABEL_KEYS.get(t, t) in x for t in self.tasks] for x in batched_inputs]
+        return torch.tensor(rows, dtype=torch.bool).reshape(len(batched_inputs), len(self.tasks))
+
+    def allocation(self, batched_inputs: List[dict]) -> TaskAssignment:
+        """The inputs' allocated tasks; allocating a task to an input without its labels fails."""
+        assignment = TaskAssignment.from_inputs(batched_inputs, self.tasks)
+        unlabelled = (assignment.mask & ~self.task_availability(batched_inputs)).nonzero().tolist()
+        if unlabelled:
+            i, t = unlabelled[0]
+            raise ValueError(f"input {i} ({batched_inputs[i].get('file_name', 'no file name')}) is "
+                             f"allocated task {self.tasks[t]!r} but has no {self.tasks[t]!r} labels")
+        return assignment
 
     def track_shared_representation(self):
         """Keep the backbone's outputs of each training forward (call once in ``__init__``)."""

@@ -8,7 +8,6 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...allocation import TaskAssignment
 from ...config import STAConfigError
 from ..allocation_scope import connected_zero
 from ..multitask import MultiTaskModel
@@ -85,7 +84,7 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
         features = self.backbone(images.tensor)[self.in_feature]
         if not self.training:
             return self.inference(batched_inputs, images, features)
-        assignment = TaskAssignment.from_inputs(batched_inputs, self.tasks)
+        assignment = self.allocation(batched_inputs)
         return {
             f"loss_{task}": self.task_loss(task, batched_inputs, images, features, assignment.images(task))
             for task in self.tasks

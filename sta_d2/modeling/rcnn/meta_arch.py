@@ -4,8 +4,8 @@ from typing import Dict, List, Sequence
 import torch
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN
+from detectron2.structures import Boxes, Instances
 
-from ...allocation import TaskAssignment
 from ...config import STAConfigError
 from ..allocation_scope import allocation_scope
 from ..multitask import MultiTaskModel
@@ -45,6 +45,8 @@ def _rcnn_tasks(cfg, proposal_generator, roi_heads) -> List[str]:
 class _AllocatedMetaArch(MultiTaskModel):
     """Mixin: read each input's allocated tasks and make them visible to the heads."""
 
+    LABEL_KEYS = {"det": "instances", "mask": "instances"}
+
     @configurable
     def __init__(self, *, tasks: Sequence[str], **kwargs):
         super().__init__(**kwargs)
@@ -54,8 +56,20 @@ class _AllocatedMetaArch(MultiTaskModel):
     def forward(self, batched_inputs):
         if not self.training:
             return super().forward(batched_inputs)
-        with allocation_scope(TaskAssignment.from_inputs(batched_inputs, self.tasks)):
-            return super().forward(batched_inputs)
+        with allocation_scope(self.allocation(batched_inputs)):
+            return super().forward([self._with_placeholder_targets(x) for x in batched_inputs])
+
+    def _with_placeholder_targets(self, x: dict) -> dict:
+        """detectron2 reads every input's targets; an input without labels for a task (never
+        allocated it) gets empty instances / an all-ignored semantic map in their place."""
+        h, w = x["image"].shape[-2:]
+        filled = dict(x)
+        if "instances" not in x:
+            filled["instances"] = Instances((h, w), gt_boxes=Boxes(torch.zeros(0, 4)),
+                                            gt_classes=torch.zeros(0, dtype=torch.int64))
+        if "sem_seg" in self.tasks and "sem_seg" not in x:
+            filled["sem_seg"] = torch.full((h, w), self.sem_seg_head.ignore_value, dtype=torch.int64)
+        return filled
 
     def task_losses(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Sum the model's losses per task, in ``self.tasks`` order."""

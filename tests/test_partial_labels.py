@@ -1,0 +1,106 @@
+"""Partially labelled data: allocation only among an image's labelled tasks, unlabelled images
+are skipped and counted, and models accept inputs that lack some targets."""
+import math
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import make_batch, tiny_rcnn_cfg
+from sta_d2.allocation import InterleavedPolicy, StochasticPolicy, allocation_generator, can_cover
+from sta_d2.engine import AllocationTrainer
+from sta_d2.weighting import EqualWeighting
+from test_dense_model import dense_batch, dense_cfg
+
+TASKS = ("a", "b", "c", "d")
+
+
+def availability_matrices(draw_rows=st.integers(1, 6), draw_tasks=st.integers(1, 4)):
+    return st.tuples(draw_rows, draw_tasks).flatmap(
+        lambda nt: st.tuples(
+            st.lists(st.lists(st.booleans(), min_size=nt[1], max_size=nt[1]), min_size=nt[0], max_size=nt[0]),
+            st.integers(1, nt[1]),
+        )
+    )
+
+
+def as_availability(rows):
+    table = torch.tensor(rows, dtype=torch.bool)
+    return table, (lambda batch: table)
+
+
+def test_can_cover_by_hand():
+    assert not can_cover(torch.tensor([[True, True], [False, False]]), 1)
+    assert can_cover(torch.tensor([[True, True], [False, False]]), 2)
+    assert can_cover(torch.tensor([[True, False], [True, False]]), 1)  # task 1 has no image: ignored
+    assert not can_cover(torch.tensor([[True, True], [True, True], [False, False]])[:1], 1)
+    assert can_cover(torch.tensor([[True, True, False], [True, False, False], [False, False, True]]), 1)
+    assert not can_cover(torch.tensor([[True, True, True], [True, False, False], [True, False, False]]), 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(availability_matrices(), st.integers(0, 1000))
+def test_sta_allocates_only_labelled_tasks_and_covers_when_possible(rows_k, seed):
+    rows, k = rows_k
+    table, availability = as_availability(rows)
+    tasks = TASKS[: table.shape[1]]
+    policy = StochasticPolicy(tasks, k, allocation_generator(seed, 0))
+    batch = [{} for _ in rows]
+    for _ in range(3):
+        _, a = policy.next_step(lambda: batch, availability)
+        assert not (a.mask & ~table).any()
+        assert a.mask.sum(dim=1).tolist() == table.sum(dim=1).clamp(max=k).tolist()
+        if can_cover(table, k):
+            assert torch.equal(a.mask.any(dim=0), table.any(dim=0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(availability_matrices(), st.integers(1, 2), st.integers(0, 1000))
+def test_ista_cycles_only_through_labelled_tasks(rows_k, gap, seed):
+    rows, k = rows_k
+    table, availability = as_availability(rows)
+    tasks = TASKS[: table.shape[1]]
+    policy = InterleavedPolicy(tasks, k, allocation_generator(seed, 0), gap=gap)
+    steps = [policy.next_step(lambda: [{} for _ in rows], availability)[1] for _ in range(gap * policy.steps_per_batch)]
+    assert policy.steps_per_batch == math.ceil(len(tasks) / k)
+    for j in range(gap):
+        used = torch.stack([a.mask for a in steps[j::gap]]).sum(dim=0)
+        assert torch.equal(used, table.long())  # each labelled task exactly once, nothing else
+
+
+def test_rcnn_accepts_inputs_without_some_targets_and_rejects_allocating_them():
+    model = build_model(tiny_rcnn_cfg(panoptic=True)).train()
+    batch = make_batch(3)
+    del batch[1]["instances"]
+    del batch[2]["sem_seg"]
+    tasks = [("det", "sem_seg"), ("sem_seg",), ("mask",)]
+    assert model.task_availability(batch).tolist() == [[True] * 3, [False, False, True], [True, True, False]]
+    with EventStorage():
+        losses = model([{**x, "sta_tasks": t} for x, t in zip(batch, tasks)])
+        assert all(torch.isfinite(v) for v in losses.values())
+        with pytest.raises(ValueError, match="input 1 .* allocated task 'det' but has no 'det' labels"):
+            model([{**x, "sta_tasks": ("det",)} for x in batch])
+
+
+def test_trainer_skips_and_counts_images_without_labels():
+    torch.manual_seed(0)
+    model = build_model(dense_cfg(tasks=("sem_seg", "depth"))).train()
+    batch = [{k: v for k, v in x.items() if k != "normal"} for x in dense_batch(4)]
+    del batch[1]["sem_seg"], batch[1]["depth"]  # no label at all: skipped
+    del batch[2]["depth"]  # sem_seg only
+    seen = []
+    original_forward = model.forward
+    model.forward = lambda inputs: seen.append(inputs) or original_forward(inputs)
+    policy = StochasticPolicy(model.tasks, 1, allocation_generator(0, 0))
+    trainer = AllocationTrainer(model, [batch], torch.optim.SGD(model.parameters(), lr=0.01),
+                                policy, EqualWeighting(model.tasks))
+    with EventStorage() as storage:
+        trainer.iter = 0
+        trainer.run_step()
+        assert storage.latest()["skipped_images"][0] == 1
+    inputs = seen[0]
+    assert len(inputs) == 3 and all("sem_seg" in x or "depth" in x for x in inputs)
+    assert inputs[1]["sta_tasks"] == ("sem_seg",)  # the image with only sem_seg labels
