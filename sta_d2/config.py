@@ -31,6 +31,14 @@ def add_sta_config(cfg):
     # Seed of the allocation generator; each process uses (SEED, rank).
     cfg.STA.SEED = 0
 
+    # Simulated partial labels on a fully labelled training set: MODE "" (off), "one_per_image"
+    # (each image keeps one task's labels) or "fraction" (task t keeps its labels on a share
+    # FRACTIONS[t] of the images; tasks in the model's order); draws fixed by SEED and image id.
+    cfg.STA.PARTIAL_LABELS = CN()
+    cfg.STA.PARTIAL_LABELS.MODE = ""
+    cfg.STA.PARTIAL_LABELS.FRACTIONS = []
+    cfg.STA.PARTIAL_LABELS.SEED = 0
+
     # How task losses become the update (sta_d2.weighting): a class registered in
     # WEIGHTING_REGISTRY; each method's hyper-parameters live in cfg.STA.WEIGHTING.<its node>.
     # LR is the learning rate of the method's own parameters (0: SOLVER.BASE_LR).
@@ -113,6 +121,9 @@ def validate_sta_config(cfg):
     if cfg.STA.WEIGHTING.NAME not in dict(WEIGHTING_REGISTRY):
         _fail("STA.WEIGHTING.NAME", cfg.STA.WEIGHTING.NAME,
               f"unknown method; choose one of {', '.join(sorted(dict(WEIGHTING_REGISTRY)))}")
+    if cfg.STA.PARTIAL_LABELS.MODE not in ("", "one_per_image", "fraction"):
+        _fail("STA.PARTIAL_LABELS.MODE", cfg.STA.PARTIAL_LABELS.MODE,
+              "choose '' (off), 'one_per_image' or 'fraction'")
     if cfg.STA.WEIGHTING.LR < 0:
         _fail("STA.WEIGHTING.LR", cfg.STA.WEIGHTING.LR, "must be >= 0")
     if cfg.SOLVER.OPTIMIZER not in OPTIMIZERS:

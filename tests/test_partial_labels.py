@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import make_batch, tiny_rcnn_cfg
+from sta_d2 import STAConfigError
 from sta_d2.allocation import InterleavedPolicy, StochasticPolicy, allocation_generator, can_cover
+from sta_d2.data.partial_labels import simulate_partial_labels
 from sta_d2.engine import AllocationTrainer
 from sta_d2.weighting import EqualWeighting
 from test_dense_model import dense_batch, dense_cfg
@@ -104,3 +106,55 @@ def test_trainer_skips_and_counts_images_without_labels():
     inputs = seen[0]
     assert len(inputs) == 3 and all("sem_seg" in x or "depth" in x for x in inputs)
     assert inputs[1]["sta_tasks"] == ("sem_seg",)  # the image with only sem_seg labels
+
+
+def records(n):
+    return [{"image_id": str(i), "file_name": f"{i}.png", "annotations": [], "sem_seg_file_name": f"{i}_s.png",
+             "depth_file_name": f"{i}.npy"} for i in range(n)]
+
+
+def label_fields(record):
+    return {k for k in ("annotations", "sem_seg_file_name", "depth_file_name") if k in record}
+
+
+def test_one_label_per_image_keeps_exactly_one_label_group_reproducibly():
+    tasks = ("det", "mask", "sem_seg", "depth")
+    out = simulate_partial_labels(records(300), tasks, "one_per_image", [], seed=3)
+    assert all(len(label_fields(r)) == 1 for r in out)  # det and mask go together
+    counts = {f: sum(f in label_fields(r) for r in out) for f in ("annotations", "sem_seg_file_name", "depth_file_name")}
+    assert all(70 < c < 130 for c in counts.values()), counts
+    assert out == simulate_partial_labels(list(reversed(records(300))), tasks, "one_per_image", [], 3)[::-1]
+    assert out != simulate_partial_labels(records(300), tasks, "one_per_image", [], seed=4)
+    assert all(r["file_name"] == f"{i}.png" for i, r in enumerate(out))
+
+
+def test_labelled_fraction_per_task():
+    out = simulate_partial_labels(records(400), ("sem_seg", "depth"), "fraction", [1.0, 0.25], seed=0)
+    assert all("sem_seg_file_name" in r for r in out)
+    assert 70 < sum("depth_file_name" in r for r in out) < 130
+    with pytest.raises(STAConfigError, match="FRACTIONS"):
+        simulate_partial_labels(records(2), ("sem_seg", "depth"), "fraction", [1.0], seed=0)
+    with pytest.raises(STAConfigError, match="share their labels"):
+        simulate_partial_labels(records(2), ("det", "mask"), "fraction", [1.0, 0.5], seed=0)
+
+
+def test_trainer_loader_drops_labels_as_configured(tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from sta_d2 import STATrainer
+    from sta_d2.data.datasets import register_nyuv2_13
+    from sta_d2.data.synthetic import generate_nyuv2_13
+
+    generate_nyuv2_13(str(tmp_path / "nyu"), num_train=6, num_val=0)
+    name = "sta_test_partial_nyu"
+    register_nyuv2_13(name, str(tmp_path / "nyu" / "train"))
+    try:
+        cfg = dense_cfg(tasks=("sem_seg", "depth", "normal"))
+        cfg.DATASETS.TRAIN = (name,)
+        cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH = 0, 6
+        cfg.STA.PARTIAL_LABELS.MODE = "one_per_image"
+        batch = next(iter(STATrainer.build_train_loader(cfg, ["sem_seg", "depth", "normal"])))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert [sum(t in x for t in ("sem_seg", "depth", "normal")) for x in batch] == [1] * 6

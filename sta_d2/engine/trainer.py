@@ -3,7 +3,7 @@ import logging
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
@@ -12,6 +12,7 @@ from detectron2.utils import comm
 from ..allocation import build_allocation_policy
 from ..config import STAConfigError, validate_sta_config
 from ..data import DenseDatasetMapper
+from ..data.partial_labels import simulate_partial_labels
 from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
 from ..weighting import build_weighting
@@ -53,7 +54,7 @@ class STATrainer(DefaultTrainer):
         weighting = build_weighting(cfg, tasks).to(model.device)
         for group in weighting.param_groups(cfg):
             optimizer.add_param_group(group)
-        data_loader = self.build_train_loader(cfg)
+        data_loader = self.build_train_loader(cfg, tasks)
         policy = build_allocation_policy(cfg, tasks, comm.get_rank())
         logger.info(f"Allocation policy {cfg.STA.POLICY!r} over tasks {tasks}, "
                     f"{policy.steps_per_batch} optimizer step(s) per batch")
@@ -77,8 +78,17 @@ class STATrainer(DefaultTrainer):
         self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=_dense_mapper(cfg, is_train=True))
+    def build_train_loader(cls, cfg, tasks=None):
+        """detectron2's train loader (the dense mapper for dense models); given the model's
+        ``tasks``, labels are dropped as ``cfg.STA.PARTIAL_LABELS`` asks."""
+        dataset = None
+        if tasks and cfg.STA.PARTIAL_LABELS.MODE:
+            partial = cfg.STA.PARTIAL_LABELS
+            dataset = simulate_partial_labels(
+                get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS),
+                tasks, partial.MODE, list(partial.FRACTIONS), partial.SEED,
+            )
+        return build_detection_train_loader(cfg, mapper=_dense_mapper(cfg, is_train=True), dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
