@@ -2,3 +2,5 @@
 from .base import WEIGHTING_REGISTRY, LossWeighting, TaskWeighting, WeightingStep, build_weighting
 from .static import EqualWeighting, StaticWeighting
 from .uncertainty import UncertaintyWeighting
+from .dwa import DynamicWeightAverage
+from .ial import ImpartialAuxiliaryLearning

@@ -69,7 +69,7 @@ class LossWeighting(TaskWeighting):
         weights = self.weights(task_losses, step)
         total = sum(weights[t] * task_losses[t] for t in self.tasks) + self.regulariser(step)
         total.backward()
-        return {t: float(w) for t, w in weights.items()}
+        return {t: float(w.detach()) for t, w in weights.items()}
 
 
 def build_weighting(cfg, tasks: List[str]) -> TaskWeighting:

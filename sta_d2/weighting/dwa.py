@@ -1,0 +1,74 @@
+import torch
+
+from ..config import STAConfigError
+from .base import WEIGHTING_REGISTRY, LossWeighting
+
+
+@WEIGHTING_REGISTRY.register()
+class DynamicWeightAverage(LossWeighting):
+    """Dynamic Weight Average (Liu, Johns and Davison, MTAN, CVPR 2019).
+
+    w_t(k) = T exp(r_t(k-1) / tau) / sum_i exp(r_i(k-1) / tau), r_t(k-1) = Lbar_t(k-1) / Lbar_t(k-2),
+    where Lbar_t(k) is task t's mean loss over window k and tau = ``TEMPERATURE``. The paper's
+    windows are epochs; here a window is ``WINDOW`` optimizer steps (set it to the steps of one
+    epoch to follow the paper). Weights are 1 until every task has two window means.
+
+    With task allocation, Lbar_t is the mean over the steps of the window in which t was active
+    (allocated to at least one image): an absent task's loss, an exact zero, is not recorded. A
+    window in which t was never active leaves t's two last means as they are, so r_t always
+    compares the last two windows in which t was active.
+    """
+
+    CONFIG_NAME = "DWA"
+    CONFIG = {"WINDOW": 100, "TEMPERATURE": 2.0}
+
+    def __init__(self, tasks, window=100, temperature=2.0):
+        super().__init__(tasks)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise STAConfigError(f"cfg.STA.WEIGHTING.DWA.WINDOW = {window!r}: must be an integer >= 1 "
+                                 "(optimizer steps per window)")
+        if not temperature > 0:
+            raise STAConfigError(f"cfg.STA.WEIGHTING.DWA.TEMPERATURE = {temperature!r}: must be > 0")
+        self.window, self.temperature = window, float(temperature)
+        n = len(self.tasks)
+        self.register_buffer("steps_in_window", torch.zeros((), dtype=torch.long))
+        self.register_buffer("window_sum", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("window_count", torch.zeros(n, dtype=torch.long))
+        # means[0]: the task's last window mean, means[1]: the one before; known: how many are set.
+        self.register_buffer("means", torch.zeros(2, n, dtype=torch.float64))
+        self.register_buffer("known", torch.zeros(n, dtype=torch.long))
+
+    @classmethod
+    def from_config(cls, cfg, tasks):
+        node = cfg.STA.WEIGHTING.DWA
+        return cls(tasks, node.WINDOW, node.TEMPERATURE)
+
+    def weights(self, task_losses, step):
+        if bool((self.known < 2).any()):
+            return {t: torch.ones(()) for t in self.tasks}
+        ratio = self.means[0] / self.means[1]
+        w = len(self.tasks) * torch.softmax(ratio / self.temperature, dim=0)
+        return {t: w[i].float() for i, t in enumerate(self.tasks)}
+
+    def backward(self, task_losses, step):
+        weights = super().backward(task_losses, step)
+        self.record(task_losses, step.active)
+        return weights
+
+    @torch.no_grad()
+    def record(self, task_losses, active):
+        """Add this step's losses of the active tasks to the window; close it after WINDOW steps."""
+        for i, t in enumerate(self.tasks):
+            if t in active:
+                self.window_sum[i] += float(task_losses[t])
+                self.window_count[i] += 1
+        self.steps_in_window += 1
+        if int(self.steps_in_window) < self.window:
+            return
+        seen = self.window_count > 0
+        self.means[1, seen] = self.means[0, seen]
+        self.means[0, seen] = self.window_sum[seen] / self.window_count[seen]
+        self.known[seen] = (self.known[seen] + 1).clamp(max=2)
+        self.window_sum.zero_()
+        self.window_count.zero_()
+        self.steps_in_window.zero_()

@@ -1,0 +1,89 @@
+import torch
+from torch import nn
+
+from ..config import STAConfigError
+from .base import WEIGHTING_REGISTRY, TaskWeighting
+
+
+@WEIGHTING_REGISTRY.register()
+class ImpartialAuxiliaryLearning(TaskWeighting):
+    """Uncertainty-based impartial auxiliary learning (Li, Feng, Wang, Yang, Zuo, arXiv 2412.19547).
+
+    One task, ``PRIMARY`` (default: the model's first task), is the one to improve; the others are
+    auxiliary. The paper trains in two stages: the task heads ("decoders") impartially, with
+    uncertainty weights on every task, primary included, so that no auxiliary task is under-trained;
+    the shared encoder with the primary task's gradient plus auxiliary gradients normalised and
+    scaled by a function of their uncertainty, so that the primary task keeps dominating. This
+    class implements:
+
+    - heads and uncertainties: the gradient of sum_t exp(-s_t) L_t + s_t over the active tasks
+      (s_t = log sigma_t^2 learnable, from ``INIT_LOG_VAR``; the form of
+      :class:`UncertaintyWeighting`, the 1/2 factors of Kendall et al. dropped);
+    - shared parameters: g = g_p + sum_a c_a (||g_p|| / ||g_a||) g_a over the active auxiliary
+      tasks a, with g_t = d L_t / d shared parameters (unweighted) and
+      c_a = min(1, exp(s_p - s_a)) (s detached): each auxiliary gradient is rescaled to the primary
+      gradient's norm and shrunk by its precision relative to the primary's, so none outweighs the
+      primary task and noisier auxiliary tasks count less.
+
+    The paper's exact uncertainty function of the encoder stage was not available to us: c_a is
+    our choice with the described properties (bounded by the primary's share, decreasing in the
+    auxiliary task's uncertainty). With task allocation, when the primary task is not active this
+    step, the reference norm is ||g_p|| of the last step it was active (``primary_grad_norm``); before
+    any such step the auxiliary gradients on the shared parameters are weighted by exp(-s_a) as on
+    the heads.
+    """
+
+    CONFIG_NAME = "IAL"
+    CONFIG = {"PRIMARY": "", "INIT_LOG_VAR": 0.0}
+
+    def __init__(self, tasks, primary="", init_log_var=0.0):
+        super().__init__(tasks)
+        primary = primary or self.tasks[0]
+        if primary not in self.tasks:
+            raise STAConfigError(f"cfg.STA.WEIGHTING.IAL.PRIMARY = {primary!r}: not a task of the model "
+                                 f"{self.tasks}")
+        self.primary = primary
+        self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init_log_var)))
+        self.register_buffer("primary_grad_norm", torch.zeros((), dtype=torch.float64))
+
+    @classmethod
+    def from_config(cls, cfg, tasks):
+        node = cfg.STA.WEIGHTING.IAL
+        return cls(tasks, node.PRIMARY, node.INIT_LOG_VAR)
+
+    def backward(self, task_losses, step):
+        model = step.model
+        shared = model.shared_parameters()
+        shared_ids = {id(q) for q in shared}
+        others = [q for q in model.parameters() if q.requires_grad and id(q) not in shared_ids]
+        active = [i for i, t in enumerate(self.tasks) if t in step.active]
+        grads = {i: self._shared_grad(task_losses[self.tasks[i]], shared) for i in active}
+
+        k = self.tasks.index(self.primary)
+        s = self.log_vars.detach()
+        if k in active:
+            self.primary_grad_norm.fill_(float(grads[k].norm()))
+        reference = float(self.primary_grad_norm)
+        combined = grads[k] if k in active else torch.zeros_like(torch.cat([q.detach().reshape(-1) for q in shared]))
+        for a in active:
+            if a == k:
+                continue
+            if reference > 0:
+                norm = float(grads[a].norm())
+                scale = min(1.0, float(torch.exp(s[k] - s[a]))) * reference / norm if norm > 0 else 0.0
+            else:
+                scale = float(torch.exp(-s[a]))
+            combined = combined + scale * grads[a]
+
+        total = sum(torch.exp(-self.log_vars[i]) * task_losses[self.tasks[i]] + self.log_vars[i] for i in active)
+        total.backward(inputs=others + [self.log_vars])
+        offset = 0
+        for param in shared:
+            param.grad = combined[offset:offset + param.numel()].view_as(param).clone()
+            offset += param.numel()
+        return {t: float(torch.exp(-s[i])) for i, t in enumerate(self.tasks)}
+
+    @staticmethod
+    def _shared_grad(loss, shared):
+        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
+        return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(shared, grads)])
