@@ -53,6 +53,23 @@ def tiny_rcnn_cfg(panoptic=False, stock=False):
     return cfg
 
 
+def short_run(cfg, out_dir, policy, max_iter, checkpoint_period=100000, seed=7):
+    """Set ``cfg`` up for a few in-process training steps on the CPU: 2 images per batch, no
+    workers, no LR schedule, no evaluation."""
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.STEPS = ()
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = checkpoint_period
+    cfg.DATASETS.TEST = ()
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.SEED = seed
+    cfg.STA.POLICY = policy
+    cfg.OUTPUT_DIR = str(out_dir)
+    return cfg
+
+
 def make_batch(num_images, seed=0, num_classes=3, num_sem_classes=4):
     """Model inputs as detectron2's DatasetMapper produces them: image, instances, sem_seg."""
     g = torch.Generator().manual_seed(seed)

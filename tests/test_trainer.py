@@ -6,7 +6,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from conftest import IMAGE_SIZE, tiny_rcnn_cfg
+from conftest import IMAGE_SIZE, short_run, tiny_rcnn_cfg
 from sta_d2 import STATrainer
 from sta_d2.data.synthetic import generate_coco_shapes
 
@@ -26,19 +26,9 @@ def shapes(tmp_path_factory):
 
 
 def trainer_cfg(out_dir, policy="ista", max_iter=4, checkpoint_period=100):
-    cfg = tiny_rcnn_cfg()
+    cfg = short_run(tiny_rcnn_cfg(), out_dir, policy, max_iter, checkpoint_period)
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (TRAIN,), (VAL,)
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.SOLVER.IMS_PER_BATCH = 2
     cfg.SOLVER.BASE_LR = 0.001
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.SOLVER.STEPS = ()
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = checkpoint_period
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.SEED = 7
-    cfg.STA.POLICY = policy
-    cfg.OUTPUT_DIR = str(out_dir)
     return cfg
 
 

@@ -9,7 +9,7 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from conftest import IMAGE_SIZE, tiny_rcnn_cfg
+from conftest import IMAGE_SIZE, short_run, tiny_rcnn_cfg
 from sta_d2 import STATrainer
 from sta_d2.data.datasets import register_nyuv2_13
 from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
@@ -30,18 +30,7 @@ def method_settings(cfg, method, tasks):
 
 
 def run_cfg(cfg, out_dir, policy, max_iter, checkpoint_period):
-    cfg.DATALOADER.NUM_WORKERS = 0
-    cfg.SOLVER.IMS_PER_BATCH = 2
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.SOLVER.STEPS = ()
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = checkpoint_period
-    cfg.DATASETS.TEST = ()
-    cfg.TEST.EVAL_PERIOD = 0
-    cfg.SEED = 3
-    cfg.STA.POLICY = policy
-    cfg.OUTPUT_DIR = str(out_dir)
-    return cfg
+    return short_run(cfg, out_dir, policy, max_iter, checkpoint_period, seed=3)
 
 
 @pytest.fixture(scope="module")
