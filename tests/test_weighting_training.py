@@ -10,7 +10,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
 from conftest import IMAGE_SIZE, short_run, tiny_rcnn_cfg
-from sta_d2 import STATrainer
+from sta_d2 import STAConfigError, STATrainer
 from sta_d2.data.datasets import register_nyuv2_13
 from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
 from sta_d2.weighting import WEIGHTING_REGISTRY
@@ -121,9 +121,15 @@ def test_segnet_trains_and_resumes_with_method_state(nyuv2, tmp_path, method, po
 
 
 @pytest.mark.parametrize("policy", POLICIES)
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [m for m in METHODS if not WEIGHTING_REGISTRY.get(m).double_backward])
 def test_mask_rcnn_trains(shapes, tmp_path, method, policy):
     train_and_check(rcnn_cfg(shapes, method, policy, tmp_path), tmp_path)
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if WEIGHTING_REGISTRY.get(m).double_backward])
+def test_double_backward_methods_are_rejected_for_rcnn(shapes, tmp_path, method):
+    with pytest.raises(STAConfigError, match="STA.WEIGHTING.NAME.*roi_align"):
+        STATrainer(rcnn_cfg(shapes, method, "sta", tmp_path))
 
 
 def test_learnable_method_parameters_are_trained_by_the_optimizer(nyuv2, tmp_path):

@@ -52,6 +52,7 @@ class STATrainer(DefaultTrainer):
             )
         optimizer = self.build_optimizer(cfg, model)
         weighting = build_weighting(cfg, tasks).to(model.device)
+        weighting.check_model(model)
         for group in weighting.param_groups(cfg):
             optimizer.add_param_group(group)
         data_loader = self.build_train_loader(cfg, tasks)

@@ -4,3 +4,7 @@ from .static import EqualWeighting, StaticWeighting
 from .uncertainty import UncertaintyWeighting
 from .dwa import DynamicWeightAverage
 from .ial import ImpartialAuxiliaryLearning
+from .pcgrad import PCGrad
+from .mgda import MGDAUB
+from .gradnorm import GradNorm
+from .cosreg import CosReg

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.utils.registry import Registry
 from torch import nn
+
+from ..config import STAConfigError
 
 WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
 WEIGHTING_REGISTRY.__doc__ = "Task-weighting and gradient methods, selected by cfg.STA.WEIGHTING.NAME."
@@ -34,6 +37,8 @@ class TaskWeighting(nn.Module):
 
     CONFIG_NAME = ""  # node of cfg.STA.WEIGHTING holding CONFIG
     CONFIG: Dict = {}
+    #: whether the method differentiates gradients (a double backward through the model)
+    double_backward = False
 
     def __init__(self, tasks: List[str]):
         super().__init__()
@@ -42,6 +47,15 @@ class TaskWeighting(nn.Module):
     @classmethod
     def from_config(cls, cfg, tasks: List[str]) -> "TaskWeighting":
         return cls(tasks)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise STAConfigError if the method cannot train ``model``. A double backward cannot go
+        through torchvision's roi_align, which the R-CNN box and mask heads use."""
+        if self.double_backward and any(isinstance(m, ROIPooler) for m in model.modules()):
+            raise STAConfigError(
+                f"cfg.STA.WEIGHTING.NAME = {type(self).__name__!r} differentiates task gradients "
+                "(double backward), which torchvision's roi_align in the R-CNN heads does not support"
+            )
 
     def param_groups(self, cfg) -> List[dict]:
         """Optimizer parameter groups of the method's own parameters (none by default)."""

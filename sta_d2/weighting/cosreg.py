@@ -1,0 +1,52 @@
+from ..config import STAConfigError
+from .base import WEIGHTING_REGISTRY, TaskWeighting
+from .gradients import cosine_matrix, log_scalars, pair_values, split_parameters, task_gradients
+
+
+@WEIGHTING_REGISTRY.register()
+class CosReg(TaskWeighting):
+    """Orthogonal-gradient regularisation (Suteu and Guo, "Regularizing Deep Multi-Task Networks
+    using Orthogonal Gradients", 2019).
+
+    Loss: sum_t L_t + LAMBDA * sum_{i<j} cos(g_i, g_j)^2, with g_t the gradient of L_t w.r.t. the
+    shared parameters (flattened), the squared cosine summed over the pairs of ACTIVE tasks (an
+    absent task's gradient is zero and its cosine undefined; so is a zero gradient of an active
+    task, which is left out too). The g_t are computed with ``create_graph=True`` and the loss is
+    back-propagated once into every parameter, so the cost is one backward pass per active task
+    plus a double backward (Hessian-vector products) through the shared network, with its memory;
+    every op between the shared parameters and the losses needs a double backward, so it does not
+    apply to the R-CNN models (torchvision's roi_align has none; rejected when the trainer is
+    built).
+    Under DDP the g_t are averaged across processes with a differentiable all-reduce before the
+    cosines. Logged: ``cosreg/regulariser`` (the sum of squared cosines, before LAMBDA) and
+    ``grad/mean_cosine``. Every task weight is reported as 1.
+    """
+
+    CONFIG_NAME = "COSREG"
+    CONFIG = {"LAMBDA": 0.1}
+    double_backward = True
+
+    def __init__(self, tasks, weight=0.1):
+        super().__init__(tasks)
+        if not weight >= 0:
+            raise STAConfigError(f"cfg.STA.WEIGHTING.COSREG.LAMBDA = {weight!r}: must be >= 0")
+        self.weight = float(weight)
+
+    @classmethod
+    def from_config(cls, cfg, tasks):
+        return cls(tasks, cfg.STA.WEIGHTING.COSREG.LAMBDA)
+
+    def backward(self, task_losses, step):
+        shared, _ = split_parameters(step.model)
+        active = [t for t in self.tasks if t in step.active]
+        total = sum(task_losses[t] for t in self.tasks)
+        grads, _ = task_gradients([task_losses[t] for t in active], shared, create_graph=True)
+        grads = grads[grads.detach().norm(dim=1) > 0]
+        if len(grads) > 1:
+            pairs = pair_values(cosine_matrix(grads))
+            regulariser = (pairs ** 2).sum()
+            total = total + self.weight * regulariser
+            log_scalars({"cosreg/regulariser": float(regulariser.detach()),
+                         "grad/mean_cosine": float(pairs.detach().mean())})
+        total.backward()
+        return {t: 1.0 for t in self.tasks}
