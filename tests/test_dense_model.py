@@ -3,56 +3,13 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_model
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from sta_d2 import STAConfigError, add_sta_config
+from conftest import DENSE_SIZE as SIZE, dense_batch, dense_cfg
+from sta_d2 import STAConfigError
 from sta_d2.modeling.dense import cosine_loss, l1_loss, segmentation_loss
-
-SIZE = (32, 48)
-
-
-def dense_cfg(backbone="resnet", tasks=("sem_seg", "depth", "normal")):
-    cfg = get_cfg()
-    add_sta_config(cfg)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.META_ARCHITECTURE = "DenseMultiTaskNet"
-    cfg.MODEL.DENSE.TASKS = list(tasks)
-    cfg.MODEL.DENSE.NUM_CLASSES = 5
-    cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = [120.0, 115.0, 100.0], [60.0, 60.0, 60.0]
-    if backbone == "resnet":
-        cfg.MODEL.BACKBONE.NAME = "build_dilated_resnet_backbone"
-        cfg.MODEL.RESNETS.DEPTH = 18
-        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
-        cfg.MODEL.RESNETS.OUT_FEATURES = ["res5"]
-        cfg.MODEL.DENSE.HEAD_CHANNELS = 32
-        cfg.MODEL.DENSE.ASPP_DILATIONS = [2, 4, 6]
-    else:
-        cfg.MODEL.BACKBONE.NAME = "build_segnet_backbone"
-        cfg.MODEL.SEGNET.WIDTHS, cfg.MODEL.SEGNET.NUM_CONVS, cfg.MODEL.SEGNET.NORM = [8, 16], [1, 1], ""
-        cfg.MODEL.DENSE.IN_FEATURE = "segnet"
-        cfg.MODEL.DENSE.HEAD_NAME = "SegNetHead"
-    return cfg
-
-
-def dense_batch(n, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    h, w = SIZE
-    batch = []
-    for _ in range(n):
-        sem_seg = torch.randint(0, 5, (h, w), generator=g)
-        sem_seg[:4] = 255
-        depth = torch.rand(1, h, w, generator=g) * 5
-        depth[:, :, :6] = 0
-        normal = F.normalize(torch.randn(3, h, w, generator=g), dim=0)
-        normal[:, -3:] = 0
-        batch.append({"image": torch.rand(3, h, w, generator=g) * 255, "sem_seg": sem_seg,
-                      "depth": depth, "normal": normal, "height": h, "width": w})
-    return batch
-
 
 @pytest.mark.parametrize("backbone", ["resnet", "segnet"])
 def test_each_task_loss_equals_the_loss_on_its_sub_batch(backbone):

@@ -9,13 +9,12 @@ from detectron2.utils.events import EventStorage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_batch, tiny_rcnn_cfg
+from conftest import dense_batch, dense_cfg, make_batch, tiny_rcnn_cfg
 from sta_d2 import STAConfigError
 from sta_d2.allocation import InterleavedPolicy, StochasticPolicy, allocation_generator, can_cover
 from sta_d2.data.partial_labels import simulate_partial_labels
 from sta_d2.engine import AllocationTrainer
 from sta_d2.weighting import EqualWeighting
-from test_dense_model import dense_batch, dense_cfg
 
 TASKS = ("a", "b", "c", "d")
 

@@ -9,12 +9,11 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-from conftest import IMAGE_SIZE, short_run, tiny_rcnn_cfg
+from conftest import IMAGE_SIZE, dense_cfg, short_run, tiny_rcnn_cfg
 from sta_d2 import STAConfigError, STATrainer
 from sta_d2.data.datasets import register_nyuv2_13
 from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
 from sta_d2.weighting import WEIGHTING_REGISTRY
-from test_dense_model import dense_cfg
 
 METHODS = sorted(name for name, _ in WEIGHTING_REGISTRY)
 POLICIES = ("sta", "ista")
