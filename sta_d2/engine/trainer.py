@@ -31,9 +31,10 @@ class STATrainer(DefaultTrainer):
 
     Differences from DefaultTrainer: the inner loop is :class:`AllocationTrainer`; checkpoints
     hold the optimizer and the allocation state (DefaultTrainer v0.6 drops the optimizer) and are
-    written atomically; evaluators come from the dataset's metadata and never require CUDA; dense
-    models read their data through :class:`DenseDatasetMapper`; ``SOLVER.OPTIMIZER`` may be Adam.
-    ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
+    written atomically; the task losses become gradients through ``cfg.STA.WEIGHTING`` (whose
+    own parameters join the optimizer); evaluators come from the dataset's metadata and never
+    require CUDA; dense models read their data through :class:`DenseDatasetMapper`;
+    ``SOLVER.OPTIMIZER`` may be Adam. ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
     """
 
     def __init__(self, cfg):
@@ -44,11 +45,12 @@ class STATrainer(DefaultTrainer):
             raise STAConfigError("cfg.SOLVER.AMP.ENABLED = True: not supported by STATrainer yet")
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
-        tasks = getattr(unwrap_model(model), "tasks", None)
+        tasks = getattr(model, "tasks", None)
         if tasks is None:
             raise STAConfigError(
                 f"cfg.MODEL.META_ARCHITECTURE = {cfg.MODEL.META_ARCHITECTURE!r} does not declare "
-                "tasks; use an sta_d2 meta-architecture (e.g. STAGeneralizedRCNN, STAPanopticFPN)"
+                "tasks; use an sta_d2 meta-architecture (STAGeneralizedRCNN, STAPanopticFPN, "
+                "DenseMultiTaskNet)"
             )
         optimizer = self.build_optimizer(cfg, model)
         weighting = build_weighting(cfg, tasks).to(model.device)
