@@ -17,7 +17,7 @@ from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
 from ..weighting import build_weighting
 from .checkpoint import AtomicCheckpointer
-from .train_loop import AllocationTrainer, unwrap_model
+from .train_loop import AllocationTrainer
 
 
 def _dense_mapper(cfg, is_train):
