@@ -3,6 +3,7 @@ from torch import nn
 
 from ..config import STAConfigError
 from .base import WEIGHTING_REGISTRY, TaskWeighting
+from .gradients import split_parameters, task_gradients
 
 
 @WEIGHTING_REGISTRY.register()
@@ -52,12 +53,10 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
         return cls(tasks, node.PRIMARY, node.INIT_LOG_VAR)
 
     def backward(self, task_losses, step):
-        model = step.model
-        shared = model.shared_parameters()
-        shared_ids = {id(q) for q in shared}
-        others = [q for q in model.parameters() if q.requires_grad and id(q) not in shared_ids]
+        shared, others = split_parameters(step.model)
         active = [i for i, t in enumerate(self.tasks) if t in step.active]
-        grads = {i: self._shared_grad(task_losses[self.tasks[i]], shared) for i in active}
+        rows, _ = task_gradients([task_losses[self.tasks[i]] for i in active], shared, average=False)
+        grads = dict(zip(active, rows))
 
         k = self.tasks.index(self.primary)
         s = self.log_vars.detach()
@@ -82,8 +81,3 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
             param.grad = combined[offset:offset + param.numel()].view_as(param).clone()
             offset += param.numel()
         return {t: float(torch.exp(-s[i])) for i, t in enumerate(self.tasks)}
-
-    @staticmethod
-    def _shared_grad(loss, shared):
-        grads = torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True)
-        return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(shared, grads)])
