@@ -53,6 +53,17 @@ class _AllocatedMetaArch(MultiTaskModel):
         self.tasks = list(tasks)
         self.track_shared_representation()
 
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        ret["tasks"] = resolve_tasks(cfg, cls.model_tasks(cfg, ret))
+        return ret
+
+    @classmethod
+    def model_tasks(cls, cfg, parts) -> List[str]:
+        """The tasks the model built from ``parts`` (from_config's arguments) has."""
+        return _rcnn_tasks(cfg, parts["proposal_generator"], parts["roi_heads"])
+
     def forward(self, batched_inputs):
         if not self.training:
             return super().forward(batched_inputs)
@@ -85,22 +96,13 @@ class _AllocatedMetaArch(MultiTaskModel):
 class STAGeneralizedRCNN(_AllocatedMetaArch, GeneralizedRCNN):
     """GeneralizedRCNN (Faster / Mask R-CNN) with tasks "det" and, with MODEL.MASK_ON, "mask"."""
 
-    @classmethod
-    def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        model_tasks = _rcnn_tasks(cfg, ret["proposal_generator"], ret["roi_heads"])
-        ret["tasks"] = resolve_tasks(cfg, model_tasks)
-        return ret
-
 
 @META_ARCH_REGISTRY.register()
 class STAPanopticFPN(_AllocatedMetaArch, PanopticFPN):
     """PanopticFPN with tasks "det", "mask" (with MODEL.MASK_ON) and "sem_seg"."""
 
     @classmethod
-    def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        model_tasks = _rcnn_tasks(cfg, ret["proposal_generator"], ret["roi_heads"])
-        _require(ret["sem_seg_head"], STASemSegFPNHead, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME)
-        ret["tasks"] = resolve_tasks(cfg, model_tasks + ["sem_seg"])
-        return ret
+    def model_tasks(cls, cfg, parts):
+        tasks = super().model_tasks(cfg, parts)
+        _require(parts["sem_seg_head"], STASemSegFPNHead, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME)
+        return tasks + ["sem_seg"]
