@@ -23,10 +23,6 @@ class TaskAssignment:
         self.mask = mask
 
     @classmethod
-    def full(cls, tasks: Sequence[str], num_images: int) -> "TaskAssignment":
-        return cls(tasks, torch.ones(num_images, len(tasks), dtype=torch.bool))
-
-    @classmethod
     def from_inputs(cls, batched_inputs: List[dict], tasks: Sequence[str]) -> "TaskAssignment":
         """Read the allocation from model inputs; an input without ``TASKS_KEY`` has every task."""
         rows = []
