@@ -141,6 +141,7 @@ def test_trainer_loader_drops_labels_as_configured(tmp_path):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     from sta_d2 import STATrainer
+    from sta_d2.data import training_dataset_dicts
     from sta_d2.data.datasets import register_nyuv2_13
     from sta_d2.data.synthetic import generate_nyuv2_13
 
@@ -152,7 +153,8 @@ def test_trainer_loader_drops_labels_as_configured(tmp_path):
         cfg.DATASETS.TRAIN = (name,)
         cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH = 0, 6
         cfg.STA.PARTIAL_LABELS.MODE = "one_per_image"
-        batch = next(iter(STATrainer.build_train_loader(cfg, ["sem_seg", "depth", "normal"])))
+        dataset = training_dataset_dicts(cfg, ["sem_seg", "depth", "normal"])
+        batch = next(iter(STATrainer.build_train_loader(cfg, dataset)))
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)

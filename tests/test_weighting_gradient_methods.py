@@ -293,7 +293,7 @@ def test_methods_build_from_config(name, node, defaults):
     add_sta_config(cfg)
     assert dict(cfg.STA.WEIGHTING[node]) == defaults
     cfg.STA.WEIGHTING.NAME = name
-    method = build_weighting(cfg, TASKS)
+    method = build_weighting(cfg, TASKS, num_images=0)
     assert type(method).__name__ == name and method.tasks == TASKS
 
 

@@ -195,7 +195,7 @@ def test_ial_primary_is_configurable():
     assert torch.allclose(model.theta.grad, torch.tensor([2 + 1.2, 1.6]))
     cfg = cfg_with(IAL__PRIMARY="a")
     cfg.STA.WEIGHTING.NAME = "ImpartialAuxiliaryLearning"
-    assert build_weighting(cfg, ["p", "a"]).primary == "a"
+    assert build_weighting(cfg, ["p", "a"], num_images=0).primary == "a"
     assert ImpartialAuxiliaryLearning(["p", "a"]).primary == "p"  # default: the first task
 
 
@@ -233,4 +233,4 @@ def test_bad_config_values_name_the_key(name, settings, key):
     cfg = cfg_with(**settings)
     cfg.STA.WEIGHTING.NAME = name
     with pytest.raises(STAConfigError, match=f"cfg.STA.WEIGHTING.{key}"):
-        build_weighting(cfg, ["p", "a"])
+        build_weighting(cfg, ["p", "a"], num_images=0)

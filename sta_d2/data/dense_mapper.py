@@ -7,6 +7,7 @@ from detectron2.data import transforms as T
 
 from ..config import STAConfigError
 from .datasets.dense import read_dense_sample
+from .training_set import DATASET_INDEX_KEY
 
 
 def _nearest_indices(n_in, n_out):
@@ -53,7 +54,7 @@ class DenseDatasetMapper:
     ``"sem_seg"`` int64 (H, W) (255 = ignore), ``"depth"`` float32 (1, H, W) metres,
     ``"normal"`` float32 (3, H, W) unit vectors, ``"disparity"`` float32 (1, H, W) in pixels of
     the returned image (0 / all-zero = invalid); ``"height"``, ``"width"`` (of these tensors),
-    ``"image_id"``, ``"file_name"``.
+    ``"image_id"``, ``"file_name"`` and ``"dataset_index"`` when the dict has them.
 
     Geometry: everything is resized to ``size`` (H, W) (None: the stored size). In training an
     image is first zoomed by a factor s drawn from ``scales`` (all >= 1) and cropped back to the
@@ -65,6 +66,9 @@ class DenseDatasetMapper:
     Random draws use ``np.random`` as detectron2's augmentations do, so detectron2's per-worker
     seeding makes the mapper deterministic. At test time: resize to ``size`` only.
     """
+
+    #: dataset-dict fields copied to the model input unchanged
+    CARRIED_KEYS = ("image_id", "file_name", DATASET_INDEX_KEY)
 
     @configurable
     def __init__(self, is_train: bool = True, *, size=None, scales=(1.0,), flip="none",
@@ -121,8 +125,7 @@ class DenseDatasetMapper:
             image = image[:, :, ::-1]
         out_h, out_w = image.shape[:2]
         out = {
-            "image_id": dataset_dict["image_id"],
-            "file_name": dataset_dict["file_name"],
+            **{k: dataset_dict[k] for k in self.CARRIED_KEYS if k in dataset_dict},
             "height": out_h,
             "width": out_w,
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),

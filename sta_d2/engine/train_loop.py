@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..allocation import AllocationPolicy, TaskAssignment
 from ..weighting import TaskWeighting, WeightingStep
+from ..weighting.gradients import all_average
 
 
 def unwrap_model(model):
@@ -54,15 +55,24 @@ class AllocationTrainer(SimpleTrainer):
         self._data_time, self._skipped = 0.0, 0
         model = unwrap_model(self.model)
         batch, assignment = self.policy.next_step(self._next_batch, model.task_availability)
-        loss_dict = self.model(assignment.attach(batch))
+        inputs = assignment.attach(batch)
+        loss_dict = self.model(inputs)
         task_losses = model.task_losses(loss_dict)
-        counts = assignment.counts()
-        step = WeightingStep(model=model, active=[t for t in model.tasks if counts[t]], iteration=self.iter)
+        step = WeightingStep(model=model, active=self.active_tasks(assignment), iteration=self.iter, inputs=inputs)
         self.optimizer.zero_grad()
         weights = self.weighting.backward(task_losses, step)
+        self.weighting.average_gradients()
         self._write_metrics(loss_dict, self._data_time)
         self.write_task_metrics(task_losses, weights, assignment, self._skipped)
         self.optimizer.step()
+
+    @staticmethod
+    def active_tasks(assignment: TaskAssignment):
+        """Tasks allocated to some image of this step on any process: every process hands the
+        weighting method the same tasks, so its cross-process reductions line up (a task absent
+        from one process's sub-batch has an exact zero loss there)."""
+        counts = all_average(assignment.mask.sum(dim=0).to(torch.float64))
+        return [t for t, c in zip(assignment.tasks, counts.tolist()) if c > 0]
 
     @staticmethod
     def write_task_metrics(task_losses: Dict[str, torch.Tensor], weights: Dict[str, float],

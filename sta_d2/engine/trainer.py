@@ -1,18 +1,19 @@
 """STATrainer: detectron2's DefaultTrainer with task allocation."""
 import logging
+import os
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.engine.hooks import CallbackHook
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
 from ..config import STAConfigError, validate_sta_config
-from ..data import DenseDatasetMapper
-from ..data.partial_labels import simulate_partial_labels
+from ..data import DATASET_INDEX_KEY, DenseDatasetMapper, training_dataset_dicts
 from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
 from ..weighting import build_weighting
@@ -53,11 +54,15 @@ class STATrainer(DefaultTrainer):
                 "DenseMultiTaskNet)"
             )
         optimizer = self.build_optimizer(cfg, model)
-        weighting = build_weighting(cfg, tasks).to(model.device)
-        weighting.check_model(model)
+        dataset = training_dataset_dicts(cfg, tasks)
+        # (dataset index, image id, file name) of the training images, for per-image exports
+        self.train_images = [(d[DATASET_INDEX_KEY], d.get("image_id"), d.get("file_name")) for d in dataset]
+        weighting = build_weighting(cfg, tasks, num_images=1 + max(i for i, _, _ in self.train_images))
+        weighting = weighting.to(model.device)
+        weighting.prepare_model(model)
         for group in weighting.param_groups(cfg):
             optimizer.add_param_group(group)
-        data_loader = self.build_train_loader(cfg, tasks)
+        data_loader = self.build_train_loader(cfg, dataset)
         policy = build_allocation_policy(cfg, tasks, comm.get_rank())
         logger.info(f"Allocation policy {cfg.STA.POLICY!r} over tasks {tasks}, "
                     f"{policy.steps_per_batch} optimizer step(s) per batch")
@@ -70,6 +75,16 @@ class STATrainer(DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def build_hooks(self):
+        """detectron2's default hooks, plus, for a method with per-image values (ILTP), their
+        export to ``OUTPUT_DIR/<method's EXPORT_FILE>`` after training (main process)."""
+        hooks = super().build_hooks()
+        weighting = self._trainer.weighting
+        if weighting.EXPORT_FILE and comm.is_main_process():
+            path = os.path.join(self.cfg.OUTPUT_DIR, weighting.EXPORT_FILE)
+            hooks.append(CallbackHook(after_train=lambda trainer: weighting.export(path, trainer.train_images)))
+        return hooks
+
     def state_dict(self):
         return {**super().state_dict(), "_trainer": self._trainer.state_dict()}
 
@@ -81,16 +96,11 @@ class STATrainer(DefaultTrainer):
         self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
-    def build_train_loader(cls, cfg, tasks=None):
-        """detectron2's train loader (the dense mapper for dense models); given the model's
-        ``tasks``, labels are dropped as ``cfg.STA.PARTIAL_LABELS`` asks."""
-        dataset = None
-        if tasks and cfg.STA.PARTIAL_LABELS.MODE:
-            partial = cfg.STA.PARTIAL_LABELS
-            dataset = simulate_partial_labels(
-                get_detection_dataset_dicts(cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS),
-                tasks, partial.MODE, list(partial.FRACTIONS), partial.SEED,
-            )
+    def build_train_loader(cls, cfg, dataset=None):
+        """detectron2's train loader (the dense mapper for dense models) over ``dataset``, by
+        default :func:`sta_d2.data.training_dataset_dicts` (images carry their dataset index)."""
+        if dataset is None:
+            dataset = training_dataset_dicts(cfg)
         return build_detection_train_loader(cfg, mapper=_dense_mapper(cfg, is_train=True), dataset=dataset)
 
     @classmethod

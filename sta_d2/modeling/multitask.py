@@ -1,5 +1,5 @@
 """What task-weighting and gradient methods need from an sta_d2 multi-task model."""
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from detectron2.modeling.backbone import FPN
@@ -20,6 +20,8 @@ class MultiTaskModel:
     """
 
     LABEL_KEYS: Dict[str, str] = {}  # task -> key of its target in an input dict, if not the task
+    #: what a training forward can keep for a weighting method besides its losses (see :meth:`record`)
+    RECORDABLE: Tuple[str, ...] = ()
 
     def task_availability(self, batched_inputs: List[dict]) -> torch.Tensor:
         """Bool (num_images, num_tasks): which of ``self.tasks`` each input has labels for."""
@@ -35,6 +37,21 @@ class MultiTaskModel:
             raise ValueError(f"input {i} ({batched_inputs[i].get('file_name', 'no file name')}) is "
                              f"allocated task {self.tasks[t]!r} but has no {self.tasks[t]!r} labels")
         return assignment
+
+    def record(self, what: Sequence[str]) -> None:
+        """From now on, keep ``what`` (names of :attr:`RECORDABLE`) of each training forward, for
+        :meth:`records`. Recording costs compute, so a model keeps only what is asked."""
+        unknown = set(what) - set(self.RECORDABLE)
+        if unknown:
+            raise ValueError(f"{type(self).__name__} cannot record {sorted(unknown)}; it records {self.RECORDABLE}")
+        self._recording = tuple(what)
+
+    def recording(self, what: str) -> bool:
+        return what in getattr(self, "_recording", ())
+
+    def records(self) -> dict:
+        """What the last training forward kept, by name (see :meth:`record`)."""
+        return getattr(self, "_records", {})
 
     def track_shared_representation(self):
         """Keep the backbone's outputs of each training forward (call once in ``__init__``)."""

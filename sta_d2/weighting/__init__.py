@@ -8,3 +8,5 @@ from .pcgrad import PCGrad
 from .mgda import MGDAUB
 from .gradnorm import GradNorm
 from .cosreg import CosReg
+from .iltp import InstanceLevelTaskParameters
+from .jtr import JointTaskRegularization

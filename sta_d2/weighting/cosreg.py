@@ -33,7 +33,7 @@ class CosReg(TaskWeighting):
         self.weight = float(weight)
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         return cls(tasks, cfg.STA.WEIGHTING.COSREG.LAMBDA)
 
     def backward(self, task_losses, step):

@@ -2,6 +2,7 @@ import torch
 
 from ..config import STAConfigError
 from .base import WEIGHTING_REGISTRY, LossWeighting
+from .gradients import all_average
 
 
 @WEIGHTING_REGISTRY.register()
@@ -14,7 +15,8 @@ class DynamicWeightAverage(LossWeighting):
     epoch to follow the paper). Weights are 1 until every task has two window means.
 
     With task allocation, Lbar_t is the mean over the steps of the window in which t was active
-    (allocated to at least one image): an absent task's loss, an exact zero, is not recorded. A
+    (allocated to at least one image): an absent task's loss, an exact zero, is not recorded (nor
+    is an active task's loss of exactly zero, e.g. when all its pixels are ignored). A
     window in which t was never active leaves t's two last means as they are, so r_t always
     compares the last two windows in which t was active.
     """
@@ -39,7 +41,7 @@ class DynamicWeightAverage(LossWeighting):
         self.register_buffer("known", torch.zeros(n, dtype=torch.long))
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         node = cfg.STA.WEIGHTING.DWA
         return cls(tasks, node.WINDOW, node.TEMPERATURE)
 
@@ -52,16 +54,21 @@ class DynamicWeightAverage(LossWeighting):
 
     def backward(self, task_losses, step):
         weights = super().backward(task_losses, step)
-        self.record(task_losses, step.active)
+        self.record(task_losses)
         return weights
 
     @torch.no_grad()
-    def record(self, task_losses, active):
-        """Add this step's losses of the active tasks to the window; close it after WINDOW steps."""
-        for i, t in enumerate(self.tasks):
-            if t in active:
-                self.window_sum[i] += float(task_losses[t])
-                self.window_count[i] += 1
+    def record(self, task_losses):
+        """Add this step's non-zero task losses to the window; close it after WINDOW steps.
+
+        Under DDP a task's loss is the mean over the processes where it is non-zero, so that every
+        process keeps the same history."""
+        losses = torch.stack([task_losses[t].detach() for t in self.tasks]).to(self.window_sum)
+        present = all_average((losses != 0).double())
+        losses = all_average(losses)
+        seen = present > 0
+        self.window_sum[seen] += losses[seen] / present[seen]
+        self.window_count[seen] += 1
         self.steps_in_window += 1
         if int(self.steps_in_window) < self.window:
             return

@@ -46,7 +46,7 @@ class GradNorm(TaskWeighting):
         self.register_buffer("has_initial_loss", torch.zeros(n, dtype=torch.bool))
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         return cls(tasks, cfg.STA.WEIGHTING.GRADNORM.ALPHA)
 
     @torch.no_grad()

@@ -3,7 +3,7 @@ from torch import nn
 
 from ..config import STAConfigError
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import split_parameters, task_gradients
+from .gradients import backward_task_specific, split_parameters, task_gradients
 
 
 @WEIGHTING_REGISTRY.register()
@@ -31,7 +31,8 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
     auxiliary task's uncertainty). With task allocation, when the primary task is not active this
     step, the reference norm is ||g_p|| of the last step it was active (``primary_grad_norm``); before
     any such step the auxiliary gradients on the shared parameters are weighted by exp(-s_a) as on
-    the heads.
+    the heads. Under DDP the task gradients (shared and heads) are averaged across processes
+    before they are combined, so every process takes the same step.
     """
 
     CONFIG_NAME = "IAL"
@@ -48,14 +49,14 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
         self.register_buffer("primary_grad_norm", torch.zeros((), dtype=torch.float64))
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         node = cfg.STA.WEIGHTING.IAL
         return cls(tasks, node.PRIMARY, node.INIT_LOG_VAR)
 
     def backward(self, task_losses, step):
         shared, others = split_parameters(step.model)
         active = [i for i, t in enumerate(self.tasks) if t in step.active]
-        rows, _ = task_gradients([task_losses[self.tasks[i]] for i in active], shared, average=False)
+        rows, _ = task_gradients([task_losses[self.tasks[i]] for i in active], shared)
         grads = dict(zip(active, rows))
 
         k = self.tasks.index(self.primary)
@@ -75,7 +76,7 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
             combined = combined + scale * grads[a]
 
         total = sum(torch.exp(-self.log_vars[i]) * task_losses[self.tasks[i]] + self.log_vars[i] for i in active)
-        total.backward(inputs=others + [self.log_vars])
+        backward_task_specific(total, others + [self.log_vars])
         offset = 0
         for param in shared:
             param.grad = combined[offset:offset + param.numel()].view_as(param).clone()

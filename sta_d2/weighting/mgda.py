@@ -64,7 +64,7 @@ class MGDAUB(TaskWeighting):
         self.normalization, self.iterations = normalization, iterations
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         node = cfg.STA.WEIGHTING.MGDA
         return cls(tasks, node.NORMALIZATION, node.ITERATIONS)
 

@@ -59,7 +59,7 @@ class PCGrad(TaskWeighting):
         self.generator = torch.Generator().manual_seed(seed)
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         return cls(tasks, cfg.STA.WEIGHTING.PCGRAD.SEED)
 
     def get_extra_state(self):

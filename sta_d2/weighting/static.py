@@ -29,7 +29,7 @@ class StaticWeighting(LossWeighting):
         self.register_buffer("task_weights", torch.tensor([float(w) for w in weights]))
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         return cls(tasks, list(cfg.STA.WEIGHTING.STATIC.WEIGHTS))
 
     def weights(self, task_losses, step):

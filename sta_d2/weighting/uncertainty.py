@@ -22,7 +22,7 @@ class UncertaintyWeighting(LossWeighting):
         self.log_vars = nn.Parameter(torch.full((len(tasks),), float(init_log_var)))
 
     @classmethod
-    def from_config(cls, cfg, tasks):
+    def from_config(cls, cfg, tasks, num_images):
         return cls(tasks, cfg.STA.WEIGHTING.UW.INIT_LOG_VAR)
 
     def weights(self, task_losses, step):

@@ -32,7 +32,13 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
     allocated a task cost that head nothing. Returns ``{"loss_<task>": ...}`` in training and,
     at inference, one dict per image with each task's prediction at the input resolution
     (``"sem_seg"``: class logits (C, H, W); ``"normal"``: unit vectors).
+
+    Recordable for weighting methods (:meth:`MultiTaskModel.record`): ``"image_losses"``, per
+    task (allocated image indices, per-image losses) (ILTP); ``"joint_outputs"``, see
+    :meth:`joint_outputs` (JTR; every head then runs on every image).
     """
+
+    RECORDABLE = ("image_losses", "joint_outputs")
 
     @configurable
     def __init__(self, *, backbone, in_feature: str, heads: Dict[str, nn.Module], ignore_value: int,
@@ -82,29 +88,68 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
         images = ImageList.from_tensors(images, self.backbone.size_divisibility)
         features = self.backbone(images.tensor)[self.in_feature]
+        size = images.tensor.shape[-2:]
         if not self.training:
             return self.inference(batched_inputs, images, features)
         assignment = self.allocation(batched_inputs)
-        return {
-            f"loss_{task}": self.task_loss(task, batched_inputs, images, features, assignment.images(task))
-            for task in self.tasks
-        }
+        # JTR compares every task's prediction on every image, so then every head runs on all.
+        everywhere = {t: self.predict(t, features, size) for t in self.tasks} if self.recording("joint_outputs") else {}
+        losses, image_losses = {}, {}
+        for task in self.tasks:
+            indices = assignment.images(task)
+            if not indices:
+                losses[f"loss_{task}"] = connected_zero(self.heads[task].parameters())
+                continue
+            prediction = everywhere[task][indices] if everywhere else self.predict(task, features[indices], size)
+            target = self.targets(task, [batched_inputs[i] for i in indices], size)
+            losses[f"loss_{task}"] = self.loss(task, prediction, target)
+            if self.recording("image_losses"):
+                image_losses[task] = (indices, self.loss(task, prediction, target, per_image=True))
+        self._records = {}
+        if self.recording("image_losses"):
+            self._records["image_losses"] = image_losses
+        if self.recording("joint_outputs"):
+            self._records["joint_outputs"] = self.joint_outputs(batched_inputs, everywhere, assignment)
+        return losses
 
-    def task_loss(self, task, batched_inputs, images, features, indices):
-        """The loss of ``task`` over the images ``indices`` (its head runs on those only)."""
-        if not indices:
-            return connected_zero(self.heads[task].parameters())
-        prediction = self.predict(task, features[indices], images.tensor.shape[-2:])
+    def targets(self, task, inputs, size) -> torch.Tensor:
+        """The ``task`` targets of ``inputs``, padded to ``size`` with "invalid" and stacked."""
         pad_value = self.ignore_value if task == "sem_seg" else 0
-        target = torch.stack([
-            _pad_to(batched_inputs[i][task].to(self.device), prediction.shape[-2:], pad_value)
-            for i in indices
-        ])
+        return torch.stack([_pad_to(x[task].to(self.device), size, pad_value) for x in inputs])
+
+    def loss(self, task, prediction, target, per_image=False):
+        """The task's loss over the valid pixels of the images (per image if ``per_image``)."""
         if task == "sem_seg":
-            return segmentation_loss(prediction, target, self.ignore_value)
+            return segmentation_loss(prediction, target, self.ignore_value, per_image)
         if task == "normal":
-            return cosine_loss(prediction, target)
-        return l1_loss(prediction, target)
+            return cosine_loss(prediction, target, per_image)
+        return l1_loss(prediction, target, per_image)
+
+    def joint_outputs(self, batched_inputs, predictions, assignment):
+        """Every task's output in label space, stacked over tasks: (predictions, targets), each
+        (N, sum of task channels, H, W). Predictions are class probabilities, unit normals and
+        raw depth/disparity; targets are the labels (one-hot classes) where a task is allocated
+        to an image and the pixel is valid, else the detached prediction (JTR's joint tensors)."""
+        outputs, targets = [], []
+        for task in self.tasks:
+            logits = predictions[task]
+            output = logits.softmax(dim=1) if task == "sem_seg" else (
+                F.normalize(logits, dim=1) if task == "normal" else logits)
+            target = output.detach().clone()
+            indices = assignment.images(task)
+            if indices:
+                label = self.targets(task, [batched_inputs[i] for i in indices], logits.shape[-2:])
+                if task == "sem_seg":
+                    valid = (label != self.ignore_value)[:, None]
+                    label = F.one_hot(label.clamp_min(0) * valid[:, 0], logits.shape[1]).permute(0, 3, 1, 2)
+                elif task == "normal":
+                    valid = label.abs().sum(dim=1, keepdim=True) > 0
+                else:
+                    valid = torch.isfinite(label) & (label > 0)
+                target[indices] = torch.where(valid, label.nan_to_num().to(target.dtype), target[indices])
+            outputs.append(output)
+            targets.append(target)
+        return torch.cat(outputs, dim=1), torch.cat(targets, dim=1)
 
     def predict(self, task, features, size):
         """The head's output for ``features``, upsampled to the padded input ``size``."""

@@ -1,0 +1,84 @@
+import csv
+import os
+
+import torch
+from torch import nn
+
+from ..config import STAConfigError
+from ..data import DATASET_INDEX_KEY
+from .base import WEIGHTING_REGISTRY, TaskWeighting
+
+
+@WEIGHTING_REGISTRY.register()
+class InstanceLevelTaskParameters(TaskWeighting):
+    """Instance-level task parameters (ILTP; Vasu, Saxena and Tuzel, arXiv 2106.06129).
+
+    Every training image i has one learnable parameter per task t, s_it = log sigma_it^2 (from
+    ``INIT``), indexed by the image's stable dataset index (``"dataset_index"``, given by
+    :func:`sta_d2.data.training_dataset_dicts`). With l_it the loss of task t on image i alone
+    (mean over its valid pixels), the step's loss is
+
+        sum_t mean_{i allocated t} [exp(-s_it) l_it + s_it]  +  WEIGHT_DECAY / 2 * sum_{i, t} s_it^2,
+
+    the last sum over the step's (image, task) pairs only, so images outside the batch are not
+    decayed. An image whose labels for a task are corrupt keeps a high loss and drifts to a high
+    s_it (a low weight): :meth:`export` writes every s_it per image so they can be ranked.
+
+    The parameters have their own optimizer settings: ``LR`` and ``MOMENTUM`` (SGD; 0 keeps every
+    step's update to the batch's parameters), scaled by detectron2's LR schedule like every group.
+    This is our reading of the paper's instance-level uncertainty form; its exact optimizer
+    hyper-parameters were not available offline, so the defaults are ours. Per-image losses come
+    from the model (``RECORDS``): dense models only, as detectron2's R-CNN losses are normalised
+    over the whole batch's sampled anchors and proposals, not per image.
+    """
+
+    CONFIG_NAME = "ILTP"
+    CONFIG = {"INIT": 0.0, "LR": 0.1, "MOMENTUM": 0.0, "WEIGHT_DECAY": 0.001}
+    RECORDS = ("image_losses",)
+    EXPORT_FILE = "instance_task_parameters.csv"
+
+    def __init__(self, tasks, num_images, init=0.0, lr=0.1, momentum=0.0, weight_decay=0.001):
+        super().__init__(tasks)
+        for key, value in (("LR", lr), ("MOMENTUM", momentum), ("WEIGHT_DECAY", weight_decay)):
+            if value < 0:
+                raise STAConfigError(f"cfg.STA.WEIGHTING.ILTP.{key} = {value!r}: must be >= 0")
+        if num_images < 1:
+            raise ValueError("ILTP needs the number of training images (their dataset indices)")
+        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self.log_vars = nn.Parameter(torch.full((num_images, len(self.tasks)), float(init)))
+
+    @classmethod
+    def from_config(cls, cfg, tasks, num_images):
+        node = cfg.STA.WEIGHTING.ILTP
+        return cls(tasks, num_images, node.INIT, node.LR, node.MOMENTUM, node.WEIGHT_DECAY)
+
+    def param_groups(self, cfg):
+        return [{"params": [self.log_vars], "lr": self.lr, "momentum": self.momentum, "weight_decay": 0.0}]
+
+    def backward(self, task_losses, step):
+        image_losses = step.model.records()["image_losses"]
+        total, weights = 0.0, {}
+        for t, task in enumerate(self.tasks):
+            if task not in image_losses:  # no image of this process has the task: its exact zero
+                total = total + task_losses[task]
+                weights[task] = 1.0
+                continue
+            images, losses = image_losses[task]
+            rows = torch.tensor([step.inputs[i][DATASET_INDEX_KEY] for i in images], device=self.log_vars.device)
+            s = self.log_vars[rows, t]
+            total = total + (torch.exp(-s) * losses + s).mean() + 0.5 * self.weight_decay * (s ** 2).sum()
+            weights[task] = float(torch.exp(-s.detach()).mean())
+        total.backward()
+        return weights
+
+    def export(self, path, images):
+        """Write ``path`` (CSV): per training image (``images``: (dataset index, image id, file
+        name)), its s_it per task; sort a task's column descending to rank suspect labels."""
+        values = self.log_vars.detach().cpu().tolist()
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["dataset_index", "image_id", "file_name", *(f"log_var/{t}" for t in self.tasks)])
+            for index, image_id, file_name in sorted(images, key=lambda x: x[0]):
+                writer.writerow([index, image_id, file_name, *values[index]])
+        os.replace(tmp, path)
