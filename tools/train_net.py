@@ -5,16 +5,18 @@
     tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     tools/train_net.py --config-file ... --resume
     tools/train_net.py --config-file ... --num-gpus 8
+    tools/train_net.py --config-file ... --num-gpus 2 MODEL.DEVICE cpu   # 2 CPU processes, gloo
 
-Unlike detectron2's own tools/train_net.py, nothing here requires CUDA.
+Unlike detectron2's own tools/train_net.py, nothing here requires CUDA: without it, --num-gpus
+is the number of processes per machine, joined with the gloo backend (sta_d2.engine.launch).
 """
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from sta_d2 import STATrainer, add_sta_config, merge_config_file, validate_sta_config
-from sta_d2.engine import AtomicCheckpointer
+from sta_d2.engine import AtomicCheckpointer, launch
 
 
 def setup(args):

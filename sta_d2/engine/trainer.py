@@ -66,7 +66,9 @@ class STATrainer(DefaultTrainer):
         policy = build_allocation_policy(cfg, tasks, comm.get_rank())
         logger.info(f"Allocation policy {cfg.STA.POLICY!r} over tasks {tasks}, "
                     f"{policy.steps_per_batch} optimizer step(s) per batch")
-        model = create_ddp_model(model, broadcast_buffers=False)
+        # A CPU module takes no device_ids (detectron2 passes the local rank, a GPU index).
+        on_cpu = model.device.type == "cpu"
+        model = create_ddp_model(model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {}))
         self._trainer = AllocationTrainer(model, data_loader, optimizer, policy, weighting)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
