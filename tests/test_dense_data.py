@@ -149,6 +149,7 @@ def named_at(reregister):
     """Re-registers the dense dataset names at another root."""
     names = [f"{base}_{s}" for base in ("nyuv2_13", "nyuv2_40", "cityscapes_depth_seg",
                                         "cityscapes_npy") for s in ("train", "val")]
+    names += ["nyuv2_13_train_extra", "nyuv2_40_train_extra"]
     return lambda root: reregister(root, names, register_all_nyuv2, register_all_cityscapes_depth)
 
 

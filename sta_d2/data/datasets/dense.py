@@ -10,9 +10,12 @@ them to one convention, whatever the layout:
 - ``"normal"``: float32 (H, W, 3), unit vectors, all zero = invalid;
 - ``"disparity"``: float32 (H, W), 0 = invalid.
 
+A dict only has the ``"<task>_file_name"`` of the tasks its image is labelled for: all of its
+dataset's tasks, unless the dataset is loaded (and registered) as ``partially_labelled``.
 A file that cannot be read, has the wrong dtype, values or shape raises an error naming it.
 """
 import functools
+import logging
 import os
 import re
 
@@ -23,6 +26,7 @@ from PIL import Image
 DENSE_TASK_NAMES = ("sem_seg", "depth", "normal", "disparity")
 IGNORE_LABEL = 255
 _HINT = "see datasets/README.md for the dense layouts"
+logger = logging.getLogger(__name__)
 
 
 def _fail(path, why):
@@ -185,10 +189,28 @@ def _numbered_npy(directory):
     return files
 
 
-def load_numbered_npy(split_dir, targets, dense_format):
+def log_labelled_counts(source, records, tasks):
+    """Log, per task, how many of ``records`` (loaded from ``source``) have its target, so that a
+    partially labelled dataset states what it holds. Raises when no image has any target, since
+    training would have nothing to learn from (a misnamed target directory, most likely)."""
+    counts = {task: sum(f"{task}_file_name" in r for r in records) for task in tasks}
+    if not any(dense_tasks_of(r) for r in records):
+        raise FileNotFoundError(f"{source}: none of its {len(records)} images has a target of "
+                                f"any task {list(tasks)}; {_HINT}")
+    logger.info(f"{source}: {len(records)} images, labelled for "
+                + ", ".join(f"{task}: {n}" for task, n in counts.items()))
+
+
+def load_numbered_npy(split_dir, targets, dense_format, *, partially_labelled=False):
     """Dataset dicts of an mtan-style split: ``split_dir/image/{i}.npy`` and, for each task,
-    ``split_dir/<targets[task]>/{i}.npy``. Every image needs every target and vice versa."""
-    for sub in ("image", *targets.values()):
+    ``split_dir/<targets[task]>/{i}.npy``. A target without its image raises.
+
+    By default every image needs every target. With ``partially_labelled``, an image whose
+    target file of a task is missing (or whose split lacks the task's directory) has no label
+    for that task: its dict has no ``<task>_file_name``; the counts per task are logged.
+    """
+    required = ("image",) if partially_labelled else ("image", *targets.values())
+    for sub in required:
         if not os.path.isdir(os.path.join(split_dir, sub)):
             raise FileNotFoundError(f"directory {os.path.join(split_dir, sub)} does not exist; "
                                     f"{_HINT}")
@@ -198,17 +220,18 @@ def load_numbered_npy(split_dir, targets, dense_format):
     records = {i: {"image_id": str(i), "file_name": path, "dense_format": dense_format}
                for i, path in sorted(images.items())}
     for task, sub in targets.items():
-        found = _numbered_npy(os.path.join(split_dir, sub))
+        target_dir = os.path.join(split_dir, sub)
+        found = _numbered_npy(target_dir) if os.path.isdir(target_dir) else {}
         missing = sorted(set(images) - set(found))
-        if missing:
-            raise FileNotFoundError(f"{os.path.join(split_dir, sub, f'{missing[0]}.npy')} ({task} "
+        if missing and not partially_labelled:
+            raise FileNotFoundError(f"{os.path.join(target_dir, f'{missing[0]}.npy')} ({task} "
                                     f"of image {images[missing[0]]}) is missing")
         orphans = sorted(set(found) - set(images))
         if orphans:
             raise FileNotFoundError(f"image {os.path.join(split_dir, 'image', f'{orphans[0]}.npy')}"
                                     f" of {found[orphans[0]]} is missing")
-        for i, record in records.items():
-            record[f"{task}_file_name"] = found[i]
+        for i, path in found.items():
+            records[i][f"{task}_file_name"] = path
     for record in records.values():
         try:
             shape = np.load(record["file_name"], mmap_mode="r").shape
@@ -217,12 +240,18 @@ def load_numbered_npy(split_dir, targets, dense_format):
         if len(shape) != 3:
             _fail(record["file_name"], f"image of shape {shape}; expected (H, W, 3)")
         record["height"], record["width"] = shape[:2]
-    return list(records.values())
+    records = list(records.values())
+    if partially_labelled:
+        log_labelled_counts(split_dir, records, targets)
+    return records
 
 
-def register_dense_dataset(name, loader, *, tasks, classes, depth_unit, **metadata):
+def register_dense_dataset(name, loader, *, tasks, classes, depth_unit, partially_labelled=False,
+                           **metadata):
     """Register ``name`` (dataset dicts from ``loader()``) with the dense metadata: evaluator_type
-    "dense", dense_tasks, stuff_classes, ignore_label 255 and depth_unit."""
+    "dense", dense_tasks (the tasks its images may be labelled for), stuff_classes, ignore_label
+    255, depth_unit and partially_labelled (whether an image may lack some of the targets; the
+    loader must then be one that allows it)."""
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(
         evaluator_type="dense",
@@ -230,5 +259,6 @@ def register_dense_dataset(name, loader, *, tasks, classes, depth_unit, **metada
         stuff_classes=list(classes),
         ignore_label=IGNORE_LABEL,
         depth_unit=depth_unit,
+        partially_labelled=partially_labelled,
         **metadata,
     )

@@ -11,6 +11,9 @@ whose depth and normals follow one camera, so that a small model learns them in 
     python -m sta_d2.data.synthetic nyuv2_13 --root datasets/nyuv2        # mtan's 13-class .npy
     python -m sta_d2.data.synthetic nyud_mt --root datasets/NYUD_MT       # NYUD-MT, 40 classes
     python -m sta_d2.data.synthetic nyuv2_mat --root raw_nyuv2            # the official .mat files
+
+``--num-train-extra N`` (nyuv2_13, nyud_mt) also writes N depth-only training images in the
+layout of the partially labelled ``train_extra`` splits (see datasets/README.md).
 """
 from .cityscapes import CITYSCAPES_CITIES, generate_cityscapes, generate_cityscapes_npy
 from .coco import SHAPE_CATEGORIES, generate_coco_shapes
@@ -25,3 +28,5 @@ GENERATORS = {
     "nyud_mt": (generate_nyud_mt, (72, 96)),
     "nyuv2_mat": (generate_nyuv2_mat, (72, 96)),
 }
+# layouts whose generator also writes a depth-only ``train_extra`` split (``num_train_extra``)
+EXTRA_SPLIT_LAYOUTS = ("nyuv2_13", "nyud_mt")

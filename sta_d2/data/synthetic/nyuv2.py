@@ -101,27 +101,33 @@ def _invalidate(depth, normal, rng):
     return depth, normal
 
 
-def generate_nyuv2_13(root, num_train, num_val, image_size=(72, 96), seed=0):
+def generate_nyuv2_13(root, num_train, num_val, image_size=(72, 96), seed=0, num_train_extra=0):
     """Write rooms in mtan's preprocessed 13-class NYUv2 layout under ``root``.
 
     ``root/{train,val}/image/{i}.npy`` float32 (H, W, 3) in [0, 1], ``label/{i}.npy`` float32
     (H, W) classes 0..12 with -1 = unlabelled, ``depth/{i}.npy`` float32 (H, W, 1) metres with
     0 = invalid, ``normal/{i}.npy`` float32 (H, W, 3) unit normals (zero on the border). The real
-    data is 288x384 (795 / 654 images).
+    data is 288x384 (795 / 654 images). ``num_train_extra`` > 0 also writes the depth-only split
+    ``root/train_extra/{image,depth}/{i}.npy`` (the layout of ``nyuv2_13_train_extra``).
     """
-    prepare_root(root, ("train", "val"))
+    prepare_root(root, ("train", "val", "train_extra"))
     to_13 = np.asarray(NYU_40_TO_13) - 1
-    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+    splits = (("train", num_train), ("val", num_val), ("train_extra", num_train_extra))
+    for split_index, (split, count) in enumerate(splits):
+        depth_only = split == "train_extra"
+        if depth_only and not count:
+            continue
         rng = np.random.default_rng([seed, split_index])
-        for sub in ("image", "label", "depth", "normal"):
+        subs = ("image", "depth") if depth_only else ("image", "label", "depth", "normal")
+        for sub in subs:
             os.makedirs(os.path.join(root, split, sub))
         for i in range(count):
             rgb, label, depth, normal = _room_scene(image_size, rng)
             depth, normal = _invalidate(depth, normal, rng)
             arrays = {"image": rgb.astype(np.float32) / 255, "depth": depth[..., None],
                       "label": to_13[label].astype(np.float32), "normal": normal}
-            for sub, array in arrays.items():
-                np.save(os.path.join(root, split, sub, f"{i}.npy"), array)
+            for sub in subs:
+                np.save(os.path.join(root, split, sub, f"{i}.npy"), arrays[sub])
 
 
 def nyud_mt_id(index):
@@ -129,13 +135,20 @@ def nyud_mt_id(index):
     return f"img_{5000 + index}"
 
 
-def generate_nyud_mt(root, num_train, num_val, image_size=(72, 96), seed=0):
+def nyud_mt_extra_id(index):
+    """The id of the ``index``-th (1-based) depth-only image of the synthetic ``train_extra``."""
+    return f"extra_{index:06d}"
+
+
+def generate_nyud_mt(root, num_train, num_val, image_size=(72, 96), seed=0, num_train_extra=0):
     """Write rooms in the NYUD-MT (MTI-Net) 40-class layout under ``root``.
 
     ``root/images/{id}.jpg``, ``segmentation/{id}.png`` (8-bit, 0 = unlabelled, 1..40),
     ``depth/{id}.npy`` float32 (H, W) metres with 0 = invalid, ``normals/{id}.npy`` float32
     (H, W, 3) in [-1, 1] (zero = invalid) and ``gt_sets/{train,val}.txt`` listing the ids. The
-    real data is 480x640 (795 / 654 images).
+    real data is 480x640 (795 / 654 images). ``num_train_extra`` > 0 also writes depth-only
+    images (``images/`` and ``depth/`` only) listed in ``gt_sets/train_extra.txt`` (the layout of
+    ``nyuv2_40_train_extra``).
     """
     subdirs = ("images", "segmentation", "depth", "normals", "gt_sets")
     prepare_root(root, subdirs)
@@ -143,15 +156,22 @@ def generate_nyud_mt(root, num_train, num_val, image_size=(72, 96), seed=0):
         os.makedirs(os.path.join(root, sub))
     rng = np.random.default_rng(seed)
     ids = [nyud_mt_id(k) for k in range(1, num_train + num_val + 1)]
-    for image_id in ids:
-        rgb, label, depth, normal = _room_scene(image_size, rng)
-        depth, normal = _invalidate(depth, normal, rng)
+    extra_ids = [nyud_mt_extra_id(k) for k in range(1, num_train_extra + 1)]
+    extra_rng = np.random.default_rng([seed, 1])  # leaves rng's images as without extra ones
+    scenes = [(i, rng, True) for i in ids] + [(i, extra_rng, False) for i in extra_ids]
+    for image_id, scene_rng, fully_labelled in scenes:
+        rgb, label, depth, normal = _room_scene(image_size, scene_rng)
+        depth, normal = _invalidate(depth, normal, scene_rng)
         Image.fromarray(rgb).save(os.path.join(root, "images", f"{image_id}.jpg"), quality=95)
-        Image.fromarray(label.astype(np.uint8)).save(
-            os.path.join(root, "segmentation", f"{image_id}.png"))
         np.save(os.path.join(root, "depth", f"{image_id}.npy"), depth)
-        np.save(os.path.join(root, "normals", f"{image_id}.npy"), normal)
-    for split, split_ids in (("train", ids[:num_train]), ("val", ids[num_train:])):
+        if fully_labelled:
+            Image.fromarray(label.astype(np.uint8)).save(
+                os.path.join(root, "segmentation", f"{image_id}.png"))
+            np.save(os.path.join(root, "normals", f"{image_id}.npy"), normal)
+    splits = [("train", ids[:num_train]), ("val", ids[num_train:])]
+    if extra_ids:
+        splits.append(("train_extra", extra_ids))
+    for split, split_ids in splits:
         with open(os.path.join(root, "gt_sets", f"{split}.txt"), "w") as f:
             f.writelines(f"{image_id}\n" for image_id in split_ids)
 
