@@ -97,7 +97,7 @@ def test_trainer_skips_and_counts_images_without_labels():
     model.forward = lambda inputs: seen.append(inputs) or original_forward(inputs)
     policy = StochasticPolicy(model.tasks, 1, allocation_generator(0, 0))
     trainer = AllocationTrainer(model, [batch], torch.optim.SGD(model.parameters(), lr=0.01),
-                                policy, EqualWeighting(model.tasks))
+                                policy, EqualWeighting(model.tasks), seed=0)
     with EventStorage() as storage:
         trainer.iter = 0
         trainer.run_step()

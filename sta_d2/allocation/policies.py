@@ -98,6 +98,10 @@ class AllocationPolicy:
         tasks each image has labels for (default: all); only those are ever allocated."""
         raise NotImplementedError
 
+    def holds_batches(self) -> bool:
+        """Whether batches loaded earlier will be used again (a resumed run must reload them)."""
+        return False
+
     def _availability(self, batch: Batch, availability: Availability) -> torch.Tensor:
         """A fresh copy, which the interleaved policies consume in place."""
         return (availability or fully_labelled(self.tasks))(batch).clone()
@@ -176,8 +180,8 @@ class InterleavedPolicy(AllocationPolicy):
             self._batches = [next_batch() for _ in range(self.gap)]
             self._remaining = [self._availability(b, availability) for b in self._batches]
         while len(self._batches) < self.gap:
-            # Resumed inside a group: the held batches were not checkpointed, so new batches take
-            # their place; the allocation continues exactly where it stopped.
+            # Resumed inside a group: the held batches are not in the checkpoint; the trainer's
+            # loader reads them again (it restarts at the group's first batch).
             j = len(self._batches)
             self._batches.append(self._matching_batch(next_batch, j))
             self._remaining[j] &= self._availability(self._batches[j], availability)
@@ -186,6 +190,9 @@ class InterleavedPolicy(AllocationPolicy):
         self._remaining[j] &= ~mask
         self._position = (self._position + 1) % (self.gap * self.steps_per_batch)
         return self._batches[j], TaskAssignment(self.tasks, mask)
+
+    def holds_batches(self):
+        return self._position != 0
 
     def _matching_batch(self, next_batch, j):
         batch = next_batch()

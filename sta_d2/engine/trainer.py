@@ -4,7 +4,7 @@ import os
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.engine.hooks import CallbackHook
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -13,7 +13,9 @@ from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
 from ..config import STAConfigError, validate_sta_config
-from ..data import DATASET_INDEX_KEY, DenseDatasetMapper, training_dataset_dicts
+from ..data import (DATASET_INDEX_KEY, CheckedDatasetMapper, DenseDatasetMapper, build_stream_train_loader,
+                    training_dataset_dicts)
+from ..data.train_loader import training_seed
 from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
 from ..weighting import build_weighting
@@ -21,18 +23,20 @@ from .checkpoint import AtomicCheckpointer
 from .train_loop import AllocationTrainer
 
 
-def _dense_mapper(cfg, is_train):
-    """DenseDatasetMapper for dense models; None (detectron2's DatasetMapper) for the others."""
+def _mapper(cfg, is_train):
+    """DenseDatasetMapper for dense models; for the others CheckedDatasetMapper (detectron2's
+    DatasetMapper, with errors naming broken files)."""
     arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    return DenseDatasetMapper(cfg, is_train) if issubclass(arch, DenseMultiTaskNet) else None
+    return (DenseDatasetMapper if issubclass(arch, DenseMultiTaskNet) else CheckedDatasetMapper)(cfg, is_train)
 
 
 class STATrainer(DefaultTrainer):
     """DefaultTrainer whose inner loop follows ``cfg.STA.POLICY``.
 
     Differences from DefaultTrainer: the inner loop is :class:`AllocationTrainer`; checkpoints
-    hold the optimizer and the allocation state (DefaultTrainer v0.6 drops the optimizer) and are
-    written atomically; the task losses become gradients through ``cfg.STA.WEIGHTING`` (whose
+    hold the optimizer, the allocation state and the data position (DefaultTrainer v0.6 drops the
+    optimizer and restarts the data), so ``--resume`` continues exactly, and are written
+    atomically; the task losses become gradients through ``cfg.STA.WEIGHTING`` (whose
     own parameters join the optimizer); evaluators come from the dataset's metadata and never
     require CUDA; dense models read their data through :class:`DenseDatasetMapper`;
     ``SOLVER.OPTIMIZER`` may be Adam. ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
@@ -62,14 +66,16 @@ class STATrainer(DefaultTrainer):
         weighting.prepare_model(model)
         for group in weighting.param_groups(cfg):
             optimizer.add_param_group(group)
-        data_loader = self.build_train_loader(cfg, dataset)
+        # one seed for the data stream and the per-step random streams, kept in checkpoints
+        seed = training_seed(cfg)
+        data_loader = self.build_train_loader(cfg, dataset, seed)
         policy = build_allocation_policy(cfg, tasks, comm.get_rank())
         logger.info(f"Allocation policy {cfg.STA.POLICY!r} over tasks {tasks}, "
                     f"{policy.steps_per_batch} optimizer step(s) per batch")
         # A CPU module takes no device_ids (detectron2 passes the local rank, a GPU index).
         on_cpu = model.device.type == "cpu"
         model = create_ddp_model(model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {}))
-        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy, weighting)
+        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy, weighting, seed)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -98,16 +104,21 @@ class STATrainer(DefaultTrainer):
         self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
-    def build_train_loader(cls, cfg, dataset=None):
-        """detectron2's train loader (the dense mapper for dense models) over ``dataset``, by
-        default :func:`sta_d2.data.training_dataset_dicts` (images carry their dataset index)."""
+    def build_train_loader(cls, cfg, dataset=None, seed=None):
+        """The resumable training loader (:func:`sta_d2.data.build_stream_train_loader`; the dense
+        mapper for dense models, CheckedDatasetMapper otherwise) over ``dataset``, by default
+        :func:`sta_d2.data.training_dataset_dicts` (images carry their dataset index), its stream
+        drawn from ``seed`` (default: ``cfg.SEED``, or a seed shared by the processes if < 0)."""
         if dataset is None:
             dataset = training_dataset_dicts(cfg)
-        return build_detection_train_loader(cfg, mapper=_dense_mapper(cfg, is_train=True), dataset=dataset)
+        if seed is None:
+            seed = training_seed(cfg)
+        mapper = _mapper(cfg, is_train=True)
+        return build_stream_train_loader(cfg, dataset, mapper, seed)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=_dense_mapper(cfg, is_train=False))
+        return build_detection_test_loader(cfg, dataset_name, mapper=_mapper(cfg, is_train=False))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -60,35 +60,42 @@ def _check_gt_files(image_dir, gt_dir):
 
 
 def _bad_annotation(gt_dir):
-    """(path, reason) of the first polygons JSON that does not parse or names an unknown label."""
+    """(path, reason) of the first polygons JSON that does not parse, names an unknown label or
+    has a polygon of fewer than three points (detectron2's loader fails on these without naming
+    the file, or, for an empty polygon, drops the object silently)."""
     from cityscapesscripts.helpers.labels import name2label
 
+    known = set(name2label) | {f"{name}group" for name in name2label}
     for path in sorted(glob.glob(os.path.join(gt_dir, "*", "*_gtFine_polygons.json"))):
         try:
             with open(path) as f:
-                labels = [obj["label"] for obj in json.load(f)["objects"]]
+                objects = [(i, obj["label"], len(obj["polygon"]))
+                           for i, obj in enumerate(json.load(f)["objects"]) if "deleted" not in obj]
         except (ValueError, KeyError, TypeError) as e:
             return path, f"not a Cityscapes polygons JSON ({type(e).__name__}: {e})"
-        known = set(name2label) | {f"{name}group" for name in name2label}
-        unknown = sorted(set(labels) - known)
+        unknown = sorted({label for _, label, _ in objects} - known)
         if unknown:
             return path, f"unknown Cityscapes label(s) {unknown}"
+        short = [f"object {i} ({label!r}): {n} points" for i, label, n in objects if n < 3]
+        if short:
+            return path, f"polygon(s) of fewer than 3 points: {'; '.join(short)}"
     return None
 
 
 def load_cityscapes_inst_sem(image_dir, gt_dir):
     """Dataset dicts of ``load_cityscapes_instances(from_json=True, to_polygons=True)``, each
     with the ``sem_seg_file_name`` (``*_gtFine_labelTrainIds.png``) that
-    ``load_cityscapes_semantic`` gives for the same image."""
+    ``load_cityscapes_semantic`` gives for the same image.
+
+    Missing files and broken polygons JSONs (see :func:`_bad_annotation`) raise naming the file
+    before detectron2's loaders run.
+    """
     _check_gt_files(image_dir, gt_dir)
-    try:
-        instances = load_cityscapes_instances(image_dir, gt_dir, from_json=True, to_polygons=True)
-        semantic = load_cityscapes_semantic(image_dir, gt_dir)
-    except (ValueError, KeyError, TypeError) as e:
-        bad = _bad_annotation(gt_dir)
-        if bad is None:
-            raise
-        raise ValueError(f"{bad[0]}: {bad[1]}") from e
+    bad = _bad_annotation(gt_dir)
+    if bad is not None:
+        raise ValueError(f"{bad[0]}: {bad[1]}")
+    instances = load_cityscapes_instances(image_dir, gt_dir, from_json=True, to_polygons=True)
+    semantic = load_cityscapes_semantic(image_dir, gt_dir)
     sem_seg_files = {record["file_name"]: record["sem_seg_file_name"] for record in semantic}
     for record in instances:
         record["sem_seg_file_name"] = sem_seg_files[record["file_name"]]

@@ -12,7 +12,10 @@ them to one convention, whatever the layout:
 
 A dict only has the ``"<task>_file_name"`` of the tasks its image is labelled for: all of its
 dataset's tasks, unless the dataset is loaded (and registered) as ``partially_labelled``.
-A file that cannot be read, has the wrong dtype, values or shape raises an error naming it.
+A file that cannot be read (truncated, not an image or .npy), has the wrong dtype, values or
+shape, or whose size differs from its image's (or the image's from the dict's height/width)
+raises an error naming it. NaN, inf and negative depth or disparity, and normals with a NaN or
+inf component, are invalid pixels (0); NaN or inf in an image is an error.
 """
 import functools
 import logging
@@ -48,15 +51,28 @@ def _npy_image(path):
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype.kind != "f":
         _fail(path, f"image of dtype {image.dtype} and shape {image.shape}; expected float "
                     "(H, W, 3) in [0, 1]")
-    if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 1 + 1e-3):
-        _fail(path, f"image values in [{np.nanmin(image)}, {np.nanmax(image)}]; expected [0, 1]")
+    if not np.isfinite(image).all():
+        _fail(path, "image holds NaN or inf values")
+    if image.size and (image.min() < 0 or image.max() > 1 + 1e-3):
+        _fail(path, f"image values in [{image.min()}, {image.max()}]; expected [0, 1]")
     return image.astype(np.float32) * 255
+
+
+def _pil_pixels(path, mode=None):
+    """The pixels of an image file, converted to ``mode`` if given. PIL names no file when a
+    truncated one fails to decode, so any decoding failure raises naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert(mode) if mode else image)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # whatever PIL raises on a broken file (OSError, SyntaxError, ...)
+        _fail(path, f"not a readable image ({type(e).__name__}: {e})")
 
 
 def _rgb_file(path):
     """A JPEG/PNG image, as RGB."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.float32)
+    return _pil_pixels(path, "RGB").astype(np.float32)
 
 
 def _labels_2d(path, labels, low, high):
@@ -81,8 +97,7 @@ def _npy_label(path, num_classes):
 
 
 def _png_labels(path):
-    with Image.open(path) as image:
-        labels = np.asarray(image)
+    labels = _pil_pixels(path)
     if labels.dtype != np.uint8:
         _fail(path, f"label image of dtype {labels.dtype}; expected an 8-bit PNG")
     return labels
@@ -118,12 +133,15 @@ def _npy_map(path, what):
 
 
 def _npy_normal(path):
-    """Surface normals (H, W, 3) in [-1, 1] (both NYUv2 layouts), normalised; zero = invalid."""
+    """Surface normals (H, W, 3) in [-1, 1] (both NYUv2 layouts), normalised; zero = invalid.
+    A pixel with a NaN or inf component is invalid as a whole (zeroing only that component
+    would leave a wrong but valid-looking direction)."""
     normals = _load_npy(path)
     if normals.ndim != 3 or normals.shape[2] != 3 or normals.dtype.kind != "f":
         _fail(path, f"normals of dtype {normals.dtype} and shape {normals.shape}; expected float "
                     "(H, W, 3)")
-    normals = np.nan_to_num(normals.astype(np.float32), nan=0, posinf=0, neginf=0)
+    normals = normals.astype(np.float32)
+    normals[~np.isfinite(normals).all(axis=2)] = 0
     if normals.size and np.abs(normals).max() > 1 + 1e-3:
         _fail(path, f"normal components up to {np.abs(normals).max()}; expected [-1, 1]")
     norm = np.linalg.norm(normals, axis=2, keepdims=True)
@@ -132,8 +150,7 @@ def _npy_normal(path):
 
 def _disparity_png(path):
     """Cityscapes' 16-bit disparity PNG: d = (p - 1) / 256 for p > 0, p = 0 invalid."""
-    with Image.open(path) as image:
-        p = np.asarray(image)
+    p = _pil_pixels(path)
     if p.ndim != 2 or p.dtype not in (np.uint16, np.int32):
         _fail(path, f"disparity image of dtype {p.dtype} and shape {p.shape}; expected a 16-bit "
                     "single-channel PNG")
@@ -161,7 +178,9 @@ def dense_tasks_of(record):
 def read_dense_sample(record):
     """``{"image": ..., <task>: ...}`` decoded from a dataset dict's files (module docstring).
 
-    Raises naming the file when it does not decode or its size differs from the image's.
+    Raises naming the file when it does not decode or its size differs from the image's, and
+    naming the image when its size differs from the dict's ``height`` and ``width`` (set when
+    the dataset was loaded; the file changed since).
     """
     if record.get("dense_format") not in DENSE_FORMATS:
         raise ValueError(f"dataset dict of {record.get('file_name')} has dense_format "
@@ -169,6 +188,9 @@ def read_dense_sample(record):
     readers = DENSE_FORMATS[record["dense_format"]]
     sample = {"image": readers["image"](record["file_name"])}
     size = sample["image"].shape[:2]
+    if "height" in record and (record["height"], record["width"]) != size:
+        _fail(record["file_name"], f"image of size {size} but its dataset dict says "
+                                   f"{(record['height'], record['width'])}")
     for task in dense_tasks_of(record):
         path = record[f"{task}_file_name"]
         sample[task] = readers[task](path)
