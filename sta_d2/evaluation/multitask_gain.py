@@ -13,11 +13,15 @@ from collections import OrderedDict
 
 # Metric names of DenseMultiTaskEvaluator, by the direction in which they improve.
 LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "rmse", "log_rmse", "mean", "median"})
+# sta_d2's dense evaluator, then the summary metrics of detectron2's COCO, semantic segmentation
+# and Cityscapes evaluators
 HIGHER_IS_BETTER = frozenset(
-    {"mIoU", "pixAcc", "delta1", "delta2", "delta3", "within_11.25", "within_22.5", "within_30"}
+    {"mIoU", "pixAcc", "delta1", "delta2", "delta3", "within_11.25", "within_22.5", "within_30",
+     "AP", "AP50", "AP75", "APs", "APm", "APl", "fwIoU", "mACC", "pACC", "IoU", "iIoU", "IoU_sup",
+     "iIoU_sup"}
 )
-# Per-class metrics "IoU-<class>" improve upwards too.
-HIGHER_IS_BETTER_PREFIXES = ("IoU-",)
+# Per-class metrics ("AP-<class>", "IoU-<class>", "ACC-<class>") improve upwards too.
+HIGHER_IS_BETTER_PREFIXES = ("AP-", "IoU-", "ACC-")
 
 
 def lower_is_better(metric):
@@ -28,7 +32,8 @@ def lower_is_better(metric):
         return False
     raise ValueError(
         f"delta_m: no known direction for metric {metric!r}; lower is better for "
-        f"{sorted(LOWER_IS_BETTER)}, higher for {sorted(HIGHER_IS_BETTER)} and 'IoU-<class>'"
+        f"{sorted(LOWER_IS_BETTER)}, higher for {sorted(HIGHER_IS_BETTER)} and per-class "
+        f"{', '.join(p + '<class>' for p in HIGHER_IS_BETTER_PREFIXES)}"
     )
 
 
