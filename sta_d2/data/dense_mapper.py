@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
-from ..config import STAConfigError
+from ..config import STAConfigError, check_value
 from .datasets.dense import read_dense_sample
 from .training_set import DATASET_INDEX_KEY
 
@@ -75,17 +75,13 @@ class DenseDatasetMapper:
                  image_format="RGB"):
         if image_format not in ("RGB", "BGR"):
             raise STAConfigError(f"cfg.INPUT.FORMAT = {image_format!r}: dense data is 'RGB' or 'BGR'")
-        if size is not None and (len(size) != 2 or min(size) < 1):
-            raise STAConfigError(f"cfg.INPUT.DENSE.SIZE = {list(size)!r}: must be [] or [H, W] "
-                                 "with H, W >= 1")
-        if not scales or min(scales) < 1:
-            raise STAConfigError(f"cfg.INPUT.DENSE.RANDOM_SCALE = {list(scales)!r}: must be a "
-                                 "non-empty list of factors >= 1 (images are zoomed, then cropped)")
+        check_value("INPUT.DENSE.SIZE", [] if size is None else size)
+        check_value("INPUT.DENSE.RANDOM_SCALE", scales)  # >= 1: images are zoomed, then cropped
         if flip not in ("horizontal", "vertical", "none"):
             raise STAConfigError(f"cfg.INPUT.RANDOM_FLIP = {flip!r}: must be 'horizontal', "
                                  "'vertical' or 'none'")
         self.is_train = is_train
-        self.size = tuple(int(s) for s in size) if size is not None else None
+        self.size = tuple(size or ()) or None
         self.scales = tuple(float(s) for s in scales)
         self.flip = flip
         self.image_format = image_format
@@ -96,8 +92,8 @@ class DenseDatasetMapper:
     def from_config(cls, cfg, is_train: bool = True):
         return {
             "is_train": is_train,
-            "size": list(cfg.INPUT.DENSE.SIZE) or None,
-            "scales": list(cfg.INPUT.DENSE.RANDOM_SCALE),
+            "size": cfg.INPUT.DENSE.SIZE,
+            "scales": cfg.INPUT.DENSE.RANDOM_SCALE,
             "flip": cfg.INPUT.RANDOM_FLIP,
             "image_format": cfg.INPUT.FORMAT,
         }

@@ -93,7 +93,7 @@ class AllocationTrainer(SimpleTrainer):
             tasks = [t for t, b in zip(task_losses, bad.tolist()) if b]
             raise FloatingPointError(
                 f"Loss became infinite or NaN at iteration={self.iter} in task(s) {tasks} (on some "
-                f"process); this process's losses: { {k: float(v) for k, v in loss_dict.items()} }"
+                f"process); this process's losses: { {k: float(v.detach()) for k, v in loss_dict.items()} }"
             )
 
     @staticmethod

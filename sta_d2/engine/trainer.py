@@ -20,6 +20,7 @@ from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
 from ..weighting import build_weighting
 from .checkpoint import AtomicCheckpointer
+from .hooks import GradientCosineHook
 from .train_loop import AllocationTrainer
 
 
@@ -85,12 +86,15 @@ class STATrainer(DefaultTrainer):
 
     def build_hooks(self):
         """detectron2's default hooks, plus, for a method with per-image values (ILTP), their
-        export to ``OUTPUT_DIR/<method's EXPORT_FILE>`` after training (main process)."""
+        export to ``OUTPUT_DIR/<method's EXPORT_FILE>`` after training (main process), and with
+        ``STA.ANALYSIS.GRAD_COSINE_PERIOD`` > 0 the :class:`GradientCosineHook`."""
         hooks = super().build_hooks()
         weighting = self._trainer.weighting
         if weighting.EXPORT_FILE and comm.is_main_process():
             path = os.path.join(self.cfg.OUTPUT_DIR, weighting.EXPORT_FILE)
             hooks.append(CallbackHook(after_train=lambda trainer: weighting.export(path, trainer.train_images)))
+        if self.cfg.STA.ANALYSIS.GRAD_COSINE_PERIOD > 0:
+            hooks.append(GradientCosineHook(self.cfg.STA.ANALYSIS.GRAD_COSINE_PERIOD))
         return hooks
 
     def state_dict(self):

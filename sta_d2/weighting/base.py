@@ -3,13 +3,14 @@
 A method is a :class:`TaskWeighting` subclass in its own module, registered in
 ``WEIGHTING_REGISTRY`` and selected by ``cfg.STA.WEIGHTING.NAME``. Its hyper-parameters are the
 class attribute ``CONFIG`` (a dict), which ``add_sta_config`` installs as
-``cfg.STA.WEIGHTING.<CONFIG_NAME>``. Learnable quantities (e.g. uncertainty weights) are its
-``nn.Parameter``s: the trainer adds them to the optimizer as extra parameter groups
-(:meth:`TaskWeighting.param_groups`) and averages their gradients over processes. Everything it
-keeps is in its ``state_dict`` (parameters, buffers and ``get_extra_state``), which the trainer
-checkpoints and restores on resume. A method that needs more of the training forward than the
-task losses (per-image losses, predictions) names it in ``RECORDS``; models that can record it
-list it in their ``RECORDABLE``.
+``cfg.STA.WEIGHTING.<CONFIG_NAME>``; ``CONFIG_SPECS`` says what each value must be (a
+:class:`sta_d2.config.Spec`), for validate_sta_config and the method's constructor alike.
+Learnable quantities (e.g. uncertainty weights) are its ``nn.Parameter``s: the trainer adds them
+to the optimizer as extra parameter groups (:meth:`TaskWeighting.param_groups`) and averages their
+gradients over processes. Everything it keeps is in its ``state_dict`` (parameters, buffers and
+``get_extra_state``), which the trainer checkpoints and restores on resume. A method that needs
+more of the training forward than the task losses (per-image losses, predictions) names it in
+``RECORDS``; models that can record it list it in their ``RECORDABLE``.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
@@ -19,7 +20,7 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..config import STAConfigError
+from ..config import STAConfigError, Spec
 from .gradients import all_average
 
 WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
@@ -42,6 +43,7 @@ class TaskWeighting(nn.Module):
 
     CONFIG_NAME = ""  # node of cfg.STA.WEIGHTING holding CONFIG
     CONFIG: Dict = {}
+    CONFIG_SPECS: Dict[str, Spec] = {}  # per CONFIG key
     #: whether the method differentiates gradients (a double backward through the model)
     double_backward = False
     #: what the model must record in its training forward (see MultiTaskModel.record)
@@ -52,6 +54,17 @@ class TaskWeighting(nn.Module):
     def __init__(self, tasks: List[str]):
         super().__init__()
         self.tasks = list(tasks)
+
+    @classmethod
+    def config_key(cls, key: str) -> str:
+        """The config key of the hyper-parameter ``key`` of CONFIG."""
+        return f"STA.WEIGHTING.{cls.CONFIG_NAME}.{key}"
+
+    @classmethod
+    def check_config(cls, **values) -> None:
+        """Check hyper-parameter values, given by their CONFIG key, against CONFIG_SPECS."""
+        for key, value in values.items():
+            cls.CONFIG_SPECS[key].check(cls.config_key(key), value)
 
     @classmethod
     def from_config(cls, cfg, tasks: List[str], num_images: int) -> "TaskWeighting":

@@ -1,4 +1,4 @@
-from ..config import STAConfigError
+from ..config import number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import cosine_matrix, log_scalars, pair_values, split_parameters, task_gradients
 
@@ -24,12 +24,12 @@ class CosReg(TaskWeighting):
 
     CONFIG_NAME = "COSREG"
     CONFIG = {"LAMBDA": 0.1}
+    CONFIG_SPECS = {"LAMBDA": number(0)}
     double_backward = True
 
     def __init__(self, tasks, weight=0.1):
         super().__init__(tasks)
-        if not weight >= 0:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.COSREG.LAMBDA = {weight!r}: must be >= 0")
+        self.check_config(LAMBDA=weight)
         self.weight = float(weight)
 
     @classmethod

@@ -1,6 +1,6 @@
 import torch
 
-from ..config import STAConfigError
+from ..config import integer, number
 from .base import WEIGHTING_REGISTRY, LossWeighting
 from .gradients import all_average
 
@@ -23,14 +23,11 @@ class DynamicWeightAverage(LossWeighting):
 
     CONFIG_NAME = "DWA"
     CONFIG = {"WINDOW": 100, "TEMPERATURE": 2.0}
+    CONFIG_SPECS = {"WINDOW": integer(1), "TEMPERATURE": number(positive=True)}
 
     def __init__(self, tasks, window=100, temperature=2.0):
         super().__init__(tasks)
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.DWA.WINDOW = {window!r}: must be an integer >= 1 "
-                                 "(optimizer steps per window)")
-        if not temperature > 0:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.DWA.TEMPERATURE = {temperature!r}: must be > 0")
+        self.check_config(WINDOW=window, TEMPERATURE=temperature)
         self.window, self.temperature = window, float(temperature)
         n = len(self.tasks)
         self.register_buffer("steps_in_window", torch.zeros((), dtype=torch.long))

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from ..config import STAConfigError
+from ..config import number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import all_average, log_scalars, task_gradients
 
@@ -34,11 +34,11 @@ class GradNorm(TaskWeighting):
 
     CONFIG_NAME = "GRADNORM"
     CONFIG = {"ALPHA": 1.5}
+    CONFIG_SPECS = {"ALPHA": number(0)}
 
     def __init__(self, tasks, alpha=1.5):
         super().__init__(tasks)
-        if not alpha >= 0:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.GRADNORM.ALPHA = {alpha!r}: must be >= 0")
+        self.check_config(ALPHA=alpha)
         self.alpha = float(alpha)
         n = len(self.tasks)
         self.task_weights = nn.Parameter(torch.ones(n))

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from ..config import STAConfigError
+from ..config import LOG_VARIANCE, STAConfigError, text
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import backward_task_specific, split_parameters, task_gradients
 
@@ -37,9 +37,11 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
 
     CONFIG_NAME = "IAL"
     CONFIG = {"PRIMARY": "", "INIT_LOG_VAR": 0.0}
+    CONFIG_SPECS = {"PRIMARY": text(), "INIT_LOG_VAR": LOG_VARIANCE}  # PRIMARY: a task of the model
 
     def __init__(self, tasks, primary="", init_log_var=0.0):
         super().__init__(tasks)
+        self.check_config(PRIMARY=primary, INIT_LOG_VAR=init_log_var)
         primary = primary or self.tasks[0]
         if primary not in self.tasks:
             raise STAConfigError(f"cfg.STA.WEIGHTING.IAL.PRIMARY = {primary!r}: not a task of the model "

@@ -4,7 +4,7 @@ import os
 import torch
 from torch import nn
 
-from ..config import STAConfigError
+from ..config import LOG_VARIANCE, number
 from ..data import DATASET_INDEX_KEY
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 
@@ -34,14 +34,13 @@ class InstanceLevelTaskParameters(TaskWeighting):
 
     CONFIG_NAME = "ILTP"
     CONFIG = {"INIT": 0.0, "LR": 0.1, "MOMENTUM": 0.0, "WEIGHT_DECAY": 0.001}
+    CONFIG_SPECS = {"INIT": LOG_VARIANCE, "LR": number(0), "MOMENTUM": number(0), "WEIGHT_DECAY": number(0)}
     RECORDS = ("image_losses",)
     EXPORT_FILE = "instance_task_parameters.csv"
 
     def __init__(self, tasks, num_images, init=0.0, lr=0.1, momentum=0.0, weight_decay=0.001):
         super().__init__(tasks)
-        for key, value in (("LR", lr), ("MOMENTUM", momentum), ("WEIGHT_DECAY", weight_decay)):
-            if value < 0:
-                raise STAConfigError(f"cfg.STA.WEIGHTING.ILTP.{key} = {value!r}: must be >= 0")
+        self.check_config(INIT=init, LR=lr, MOMENTUM=momentum, WEIGHT_DECAY=weight_decay)
         if num_images < 1:
             raise ValueError("ILTP needs the number of training images (their dataset indices)")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)

@@ -1,7 +1,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import STAConfigError
+from ..config import STAConfigError, integer, number
 from ..modeling.dense.meta_arch import REGRESSION_CHANNELS
 from .base import WEIGHTING_REGISTRY
 from .static import EqualWeighting
@@ -43,13 +43,12 @@ class JointTaskRegularization(EqualWeighting):
 
     CONFIG_NAME = "JTR"
     CONFIG = {"WEIGHT": 1.0, "CHANNELS": 64, "LATENT_CHANNELS": 32}
+    CONFIG_SPECS = {"WEIGHT": number(positive=True), "CHANNELS": integer(1), "LATENT_CHANNELS": integer(1)}
     RECORDS = ("joint_outputs",)
 
     def __init__(self, tasks, in_channels, weight=1.0, channels=64, latent_channels=32):
         super().__init__(tasks)
-        for key, value in (("WEIGHT", weight), ("CHANNELS", channels), ("LATENT_CHANNELS", latent_channels)):
-            if not value > 0:
-                raise STAConfigError(f"cfg.STA.WEIGHTING.JTR.{key} = {value!r}: must be > 0")
+        self.check_config(WEIGHT=weight, CHANNELS=channels, LATENT_CHANNELS=latent_channels)
         self.weight = float(weight)
         self.encoder = _conv_stack([in_channels, channels, channels, latent_channels], transpose=False)
         self.decoder = _conv_stack([latent_channels, channels, channels, in_channels], transpose=True)

@@ -1,6 +1,6 @@
 import torch
 
-from ..config import STAConfigError
+from ..config import integer, one_of
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import all_average, task_gradients
 
@@ -53,14 +53,11 @@ class MGDAUB(TaskWeighting):
 
     CONFIG_NAME = "MGDA"
     CONFIG = {"NORMALIZATION": "none", "ITERATIONS": 250}
+    CONFIG_SPECS = {"NORMALIZATION": one_of(NORMALIZATIONS), "ITERATIONS": integer(1)}
 
     def __init__(self, tasks, normalization="none", iterations=250):
         super().__init__(tasks)
-        if normalization not in NORMALIZATIONS:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.MGDA.NORMALIZATION = {normalization!r}: choose one of "
-                                 f"{', '.join(NORMALIZATIONS)}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.MGDA.ITERATIONS = {iterations!r}: must be an integer >= 1")
+        self.check_config(NORMALIZATION=normalization, ITERATIONS=iterations)
         self.normalization, self.iterations = normalization, iterations
 
     @classmethod

@@ -2,7 +2,7 @@ from typing import List
 
 import torch
 
-from ..config import STAConfigError
+from ..config import SEED
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import (
     accumulate_gradient,
@@ -51,11 +51,11 @@ class PCGrad(TaskWeighting):
 
     CONFIG_NAME = "PCGRAD"
     CONFIG = {"SEED": 0}
+    CONFIG_SPECS = {"SEED": SEED}
 
     def __init__(self, tasks, seed=0):
         super().__init__(tasks)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.PCGRAD.SEED = {seed!r}: must be an integer >= 0")
+        self.check_config(SEED=seed)
         self.generator = torch.Generator().manual_seed(seed)
 
     @classmethod

@@ -1,6 +1,6 @@
 import torch
 
-from ..config import STAConfigError
+from ..config import FLOAT32_MAX, STAConfigError, list_of, number
 from .base import WEIGHTING_REGISTRY, LossWeighting
 
 
@@ -18,13 +18,15 @@ class StaticWeighting(LossWeighting):
 
     CONFIG_NAME = "STATIC"
     CONFIG = {"WEIGHTS": []}
+    CONFIG_SPECS = {"WEIGHTS": list_of(number(0, FLOAT32_MAX))}
 
     def __init__(self, tasks, weights):
         super().__init__(tasks)
-        if len(weights) != len(tasks) or any(w < 0 for w in weights):
+        self.check_config(WEIGHTS=weights)
+        if len(weights) != len(tasks):
             raise STAConfigError(
-                f"cfg.STA.WEIGHTING.STATIC.WEIGHTS = {list(weights)}: give one weight >= 0 per task "
-                f"of the model, in its order {self.tasks}"
+                f"cfg.STA.WEIGHTING.STATIC.WEIGHTS = {list(weights)}: give one weight per task of the "
+                f"model, in its order {self.tasks}"
             )
         self.register_buffer("task_weights", torch.tensor([float(w) for w in weights]))
 

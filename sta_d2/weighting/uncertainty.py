@@ -1,6 +1,8 @@
 import torch
 from torch import nn
 
+from ..config import LOG_VARIANCE
+
 from .base import WEIGHTING_REGISTRY, LossWeighting
 
 
@@ -16,9 +18,11 @@ class UncertaintyWeighting(LossWeighting):
 
     CONFIG_NAME = "UW"
     CONFIG = {"INIT_LOG_VAR": 0.0}
+    CONFIG_SPECS = {"INIT_LOG_VAR": LOG_VARIANCE}
 
     def __init__(self, tasks, init_log_var=0.0):
         super().__init__(tasks)
+        self.check_config(INIT_LOG_VAR=init_log_var)
         self.log_vars = nn.Parameter(torch.full((len(tasks),), float(init_log_var)))
 
     @classmethod

@@ -2,7 +2,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from ...config import STAConfigError
+from ...config import check_keys
 
 
 def _dilate_block(block, dilation):
@@ -20,9 +20,8 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
     """detectron2's ResNet (same modules and parameter names, so its ImageNet weights load) with
     res4 and res5 dilated rather than strided, for an output stride of
     ``cfg.MODEL.RESNETS.OUTPUT_STRIDE`` (8: res4 x2 and res5 x4; 16: res5 x2; 32: plain)."""
+    check_keys(cfg, "MODEL.RESNETS.OUTPUT_STRIDE")
     output_stride = cfg.MODEL.RESNETS.OUTPUT_STRIDE
-    if output_stride not in (8, 16, 32):
-        raise STAConfigError(f"cfg.MODEL.RESNETS.OUTPUT_STRIDE = {output_stride!r}: must be 8, 16 or 32")
     resnet = build_resnet_backbone(cfg, input_shape)
     dilation = 1
     for name, stride in (("res4", 16), ("res5", 32)):

@@ -5,6 +5,8 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
+from ...config import check_keys
+
 
 def _conv_block(in_channels: int, out_channels: int, num_convs: int, norm: str) -> nn.Sequential:
     layers = []
@@ -57,4 +59,5 @@ class SegNet(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_segnet_backbone(cfg, input_shape: ShapeSpec):
+    check_keys(cfg, "MODEL.SEGNET")
     return SegNet(input_shape.channels, cfg.MODEL.SEGNET.WIDTHS, cfg.MODEL.SEGNET.NUM_CONVS, cfg.MODEL.SEGNET.NORM)

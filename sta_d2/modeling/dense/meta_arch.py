@@ -8,7 +8,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...config import STAConfigError
+from ...config import STAConfigError, check_keys
 from ..allocation_scope import connected_zero
 from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
@@ -55,12 +55,7 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        unknown = [t for t in cfg.MODEL.DENSE.TASKS if t not in DENSE_TASKS]
-        if unknown or not cfg.MODEL.DENSE.TASKS:
-            raise STAConfigError(
-                f"cfg.MODEL.DENSE.TASKS = {list(cfg.MODEL.DENSE.TASKS)}: tasks must be a non-empty "
-                f"list of {', '.join(DENSE_TASKS)}"
-            )
+        check_keys(cfg, "MODEL.DENSE")  # the heads read it too
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_feature = cfg.MODEL.DENSE.IN_FEATURE

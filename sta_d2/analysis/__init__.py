@@ -1,0 +1,14 @@
+"""Analyses of sta_d2 models: gradient angles under FT, STA and ISTA."""
+from .gradient_angles import (
+    KINDS,
+    angle,
+    gradient_angles,
+    pair_names,
+    pairwise_cosines,
+    plot_gradient_angles,
+    shared_step_gradient,
+    shared_task_gradients,
+)
+
+__all__ = ["KINDS", "angle", "gradient_angles", "pair_names", "pairwise_cosines", "plot_gradient_angles",
+           "shared_step_gradient", "shared_task_gradients"]

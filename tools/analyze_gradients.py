@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Angles between gradients on the shared parameters under FT, STA and ISTA (the paper's
+Figures 1 and 2), on training batches of a config, at the weights of MODEL.WEIGHTS.
+
+    tools/analyze_gradients.py --config-file configs/Demo/nyuv2_segnet_ista.yaml --num-batches 50 \
+        --output output/gradient_angles MODEL.WEIGHTS output/demo_dense/ista/model_final.pth
+
+Writes ``gradient_angles.json`` (the angles of every batch, their means, the allocations; see
+:func:`sta_d2.analysis.gradient_angles`) and ``gradient_angles.png`` (their histograms) to
+``--output``. STA and ISTA use cfg.STA.TASKS_PER_IMAGE and COVER_ALL_TASKS and draw from
+cfg.STA.SEED whatever cfg.STA.POLICY is; batches come from the training loader (seed cfg.SEED).
+One process.
+"""
+import json
+import logging
+import os
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+from tqdm import tqdm
+
+from sta_d2 import STATrainer, add_sta_config, merge_config_file, validate_sta_config
+from sta_d2.allocation import allocation_generator
+from sta_d2.analysis import gradient_angles, plot_gradient_angles
+from sta_d2.data.train_loader import training_seed
+from sta_d2.engine import AtomicCheckpointer
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_sta_config(cfg)
+    merge_config_file(cfg, args.config_file)
+    cfg.merge_from_list(args.opts)
+    validate_sta_config(cfg)
+    cfg.freeze()
+    for name in ("fvcore", "detectron2", "sta_d2"):
+        setup_logger(name=name)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    logger = logging.getLogger("sta_d2")
+    model = STATrainer.build_model(cfg)
+    AtomicCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
+    seed = training_seed(cfg)
+    seed_all_rng(seed)  # anchor and proposal sampling of R-CNN losses
+    batches = iter(STATrainer.build_train_loader(cfg, seed=seed))
+    result = gradient_angles(
+        model,
+        tqdm((next(batches) for _ in range(args.num_batches)), total=args.num_batches, desc="gradient angles",
+             unit="batch"),
+        cfg.STA.TASKS_PER_IMAGE,
+        allocation_generator(cfg.STA.SEED, 0),
+        cfg.STA.COVER_ALL_TASKS,
+    )
+    os.makedirs(args.output, exist_ok=True)
+    json_path, png_path = (os.path.join(args.output, f"gradient_angles.{ext}") for ext in ("json", "png"))
+    with open(json_path, "w") as f:
+        json.dump({"config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS, **result}, f, indent=1)
+    plot_gradient_angles(result, png_path)
+    for kind, pairs in result["mean"].items():
+        logger.info(f"{kind}: mean angles (degrees) {pairs}, skipped {result['skipped'][kind]}")
+    logger.info(f"Wrote {json_path} and {png_path}")
+
+
+if __name__ == "__main__":
+    parser = default_argument_parser()
+    parser.add_argument("--num-batches", type=int, default=20, help="training batches to measure")
+    parser.add_argument("--output", default="output/gradient_angles", help="directory of the JSON and PNG")
+    args = parser.parse_args()
+    if args.num_batches < 1:
+        parser.error(f"--num-batches {args.num_batches}: must be at least 1")
+    print("Command Line Args:", args)
+    main(args)
