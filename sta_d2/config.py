@@ -404,3 +404,16 @@ def merge_config_file(cfg, path: str) -> None:
         cfg.merge_from_other_cfg(type(cfg)(content))
     except (KeyError, ValueError, AssertionError) as e:
         raise STAConfigError(f"config file {path!r}: {e}") from e
+
+
+def load_config(path: str, opts=()):
+    """detectron2's default config with sta_d2's keys, the file ``path`` (see
+    :func:`merge_config_file`) and the command-line overrides ``opts`` merged, then validated."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_sta_config(cfg)
+    merge_config_file(cfg, path)
+    cfg.merge_from_list(list(opts))
+    validate_sta_config(cfg)
+    return cfg

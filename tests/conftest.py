@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from detectron2 import model_zoo
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.config import get_cfg
+from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from sta_d2 import add_sta_config
-from sta_d2.data.synthetic import generate_cityscapes, generate_coco_shapes
+from sta_d2.data.datasets import register_nyuv2_13
+from sta_d2.data.synthetic import generate_cityscapes, generate_coco_shapes, generate_nyuv2_13
 
 IMAGE_SIZE = (64, 96)
 NUM_TRAIN, NUM_VAL = 6, 3  # images of the generated shapes dataset of `coco_root`
@@ -192,3 +194,27 @@ def new_name():
     for name in names:
         DatasetCatalog.pop(name, None)
         MetadataCatalog.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def nyuv2(tmp_path_factory):
+    """A registered 4-image NYUv2-13 (mtan layout) training set of 32x48 rooms; yields its name."""
+    root = tmp_path_factory.mktemp("nyuv2")
+    generate_nyuv2_13(str(root), num_train=4, num_val=0, image_size=(32, 48), seed=1)
+    name = f"sta_test_nyuv2_{uuid.uuid4().hex[:8]}"
+    register_nyuv2_13(name, str(root / "train"))
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """A registered 4-image shapes (COCO layout) training set of IMAGE_SIZE; yields its name."""
+    root = tmp_path_factory.mktemp("shapes")
+    generate_coco_shapes(str(root), num_train=4, num_val=0, image_size=IMAGE_SIZE, seed=2)
+    name = f"sta_test_shapes_{uuid.uuid4().hex[:8]}"
+    register_coco_instances(name, {}, str(root / "annotations/instances_train2017.json"), str(root / "train2017"))
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)

@@ -4,11 +4,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
-from sta_d2 import STATrainer, add_sta_config, merge_config_file, validate_sta_config
+from sta_d2 import STATrainer, load_config
 from sta_d2.data.datasets import register_cityscapes_inst_sem
 from sta_d2.data.synthetic import generate_cityscapes
 
@@ -17,12 +16,7 @@ RCNN_TASKS = {"mask_rcnn": ["det", "mask"], "panoptic_fpn": ["det", "mask", "sem
 
 
 def load(path, *opts):
-    cfg = get_cfg()
-    add_sta_config(cfg)
-    merge_config_file(cfg, str(path))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
-    validate_sta_config(cfg)
-    return cfg
+    return load_config(str(path), ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *opts])
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")

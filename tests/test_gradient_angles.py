@@ -7,25 +7,21 @@ import math
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
 from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 from PIL import Image
 
-from conftest import IMAGE_SIZE, dense_batch, dense_cfg, short_run, tiny_rcnn_cfg
+from conftest import dense_batch, dense_cfg, short_run, tiny_rcnn_cfg
 from sta_d2 import STAConfigError, STATrainer, add_sta_config, merge_config_file, validate_sta_config
 from sta_d2.allocation import TASKS_KEY, allocation_generator
 from sta_d2.analysis import KINDS, gradient_angles, plot_gradient_angles
 from sta_d2.analysis.gradient_angles import DPI, PANEL_SIZE
-from sta_d2.data.datasets import register_nyuv2_13
-from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
+from sta_d2.data.synthetic import generate_nyuv2_13
 from sta_d2.engine import unwrap_model
 
 REPO = Path(__file__).parents[1]
@@ -124,28 +120,6 @@ def test_png_has_one_panel_per_pair(analysed, tmp_path):
     with Image.open(path) as image:
         assert image.size == (round(PANEL_SIZE[0] * DPI) * 5, round(PANEL_SIZE[1] * DPI))  # 3 task pairs, 2 ISTA
         assert len(set(image.convert("L").getdata())) > 10  # something is drawn
-
-
-@pytest.fixture(scope="module")
-def nyuv2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nyuv2")
-    generate_nyuv2_13(str(root), num_train=4, num_val=0, image_size=(32, 48), seed=1)
-    name = f"sta_test_angles_nyuv2_{uuid.uuid4().hex[:8]}"
-    register_nyuv2_13(name, str(root / "train"))
-    yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_coco_shapes(str(root), num_train=4, num_val=0, image_size=IMAGE_SIZE, seed=2)
-    name = f"sta_test_angles_shapes_{uuid.uuid4().hex[:8]}"
-    register_coco_instances(name, {}, str(root / "annotations/instances_train2017.json"), str(root / "train2017"))
-    yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
 
 
 def segnet_cfg(dataset, out_dir, policy, max_iter):

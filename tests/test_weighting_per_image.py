@@ -15,8 +15,6 @@ from conftest import dense_batch, dense_cfg, short_run
 from sta_d2 import STATrainer
 from sta_d2.allocation import TaskAssignment
 from sta_d2.data import DATASET_INDEX_KEY, training_dataset_dicts
-from sta_d2.data.datasets import register_nyuv2_13
-from sta_d2.data.synthetic import generate_nyuv2_13
 from sta_d2.weighting import InstanceLevelTaskParameters, JointTaskRegularization, WeightingStep
 
 TASKS = ["sem_seg", "depth"]
@@ -128,16 +126,6 @@ def test_training_set_indices_are_given_before_filtering(tmp_path, new_name):
     cfg.DATASETS.TRAIN = (name,)
     kept = training_dataset_dicts(cfg)
     assert [(d["image_id"], d[DATASET_INDEX_KEY]) for d in kept] == [(0, 0), (2, 2)]
-
-
-@pytest.fixture(scope="module")
-def nyuv2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nyuv2")
-    generate_nyuv2_13(str(root), num_train=4, num_val=0, image_size=(32, 48), seed=1)
-    name = "sta_test_per_image_nyuv2"
-    register_nyuv2_13(name, str(root / "train"))
-    yield name
-    DatasetCatalog.remove(name)
 
 
 def test_iltp_trains_from_the_loaders_dataset_index_and_exports(nyuv2, tmp_path):

@@ -2,17 +2,12 @@
 (NYUv2-13 layout) and a tiny Mask R-CNN (shapes), and resumes with its state and optimizer state."""
 import json
 import math
-import uuid
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
 
-from conftest import IMAGE_SIZE, dense_cfg, short_run, tiny_rcnn_cfg
+from conftest import dense_cfg, short_run, tiny_rcnn_cfg
 from sta_d2 import STAConfigError, STATrainer
-from sta_d2.data.datasets import register_nyuv2_13
-from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
 from sta_d2.weighting import WEIGHTING_REGISTRY
 
 METHODS = sorted(name for name, _ in WEIGHTING_REGISTRY)
@@ -33,28 +28,6 @@ def method_settings(cfg, method, tasks):
 
 def run_cfg(cfg, out_dir, policy, max_iter, checkpoint_period):
     return short_run(cfg, out_dir, policy, max_iter, checkpoint_period, seed=3)
-
-
-@pytest.fixture(scope="module")
-def nyuv2(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nyuv2")
-    generate_nyuv2_13(str(root), num_train=4, num_val=0, image_size=(32, 48), seed=1)
-    name = f"sta_test_weighting_nyuv2_{uuid.uuid4().hex[:8]}"
-    register_nyuv2_13(name, str(root / "train"))
-    yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("shapes")
-    generate_coco_shapes(str(root), num_train=4, num_val=0, image_size=IMAGE_SIZE, seed=2)
-    name = f"sta_test_weighting_shapes_{uuid.uuid4().hex[:8]}"
-    register_coco_instances(name, {}, str(root / "annotations/instances_train2017.json"), str(root / "train2017"))
-    yield name
-    DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
 
 
 def segnet_cfg(dataset, method, policy, out_dir, max_iter=3, checkpoint_period=2):

@@ -15,13 +15,12 @@ import json
 import logging
 import os
 
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-from sta_d2 import STATrainer, add_sta_config, merge_config_file, validate_sta_config
+from sta_d2 import STATrainer, load_config
 from sta_d2.allocation import allocation_generator
 from sta_d2.analysis import gradient_angles, plot_gradient_angles
 from sta_d2.data.train_loader import training_seed
@@ -29,11 +28,7 @@ from sta_d2.engine import AtomicCheckpointer
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_sta_config(cfg)
-    merge_config_file(cfg, args.config_file)
-    cfg.merge_from_list(args.opts)
-    validate_sta_config(cfg)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     for name in ("fvcore", "detectron2", "sta_d2"):
         setup_logger(name=name)

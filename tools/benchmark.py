@@ -4,7 +4,8 @@
     python tools/benchmark.py --output output/benchmark
     python tools/benchmark.py --output output/benchmark --iters 20 --repeats 5 --image-size 320
 
-Models: Mask R-CNN R50-FPN (configs/COCO-InstanceSegmentation, randomly initialised) on the
+Models (randomly initialised, so with BatchNorm in place of the frozen statistics of pretrained
+weights): Mask R-CNN R50-FPN (configs/COCO-InstanceSegmentation) on the
 generated shapes data, trained by stock detectron2 (GeneralizedRCNN + SimpleTrainer) and by
 sta_d2 under ``full``, ``sta`` and ``ista``; the dense dilated ResNet-50 + ASPP model of
 configs/Cityscapes-Dense (semantic segmentation + disparity, 128x256) on generated Cityscapes
@@ -45,15 +46,12 @@ TARGETS = [
 
 
 def case_config(model, policy, image_size, batch_size):
-    from detectron2.config import get_cfg
+    from sta_d2 import load_config
 
-    from sta_d2 import add_sta_config, merge_config_file
-
-    cfg = get_cfg()
-    add_sta_config(cfg)
-    merge_config_file(cfg, os.path.join(REPO, CONFIGS[model]))
+    cfg = load_config(os.path.join(REPO, CONFIGS[model]))
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.RESNETS.NORM = "BN"  # no pretrained statistics to freeze: FrozenBN would diverge
     cfg.SOLVER.IMS_PER_BATCH = batch_size
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.SEED = 0
@@ -76,11 +74,13 @@ def measure(case):
     """Time one case in this process (see the module docstring); returns its row."""
     from detectron2.engine import DefaultTrainer, SimpleTrainer
     from detectron2.modeling import build_model
+    from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import EventStorage
 
     from sta_d2 import STATrainer
 
     cfg = case_config(case["model"], case["policy"], case["image_size"], case["batch_size"])
+    seed_all_rng(cfg.SEED)  # the same initial weights for every case of a model
     if case["policy"] == "stock":
         model = build_model(cfg)
         trainer = SimpleTrainer(model, STATrainer.build_train_loader(cfg), DefaultTrainer.build_optimizer(cfg, model))

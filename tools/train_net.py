@@ -10,21 +10,16 @@
 Unlike detectron2's own tools/train_net.py, nothing here requires CUDA: without it, --num-gpus
 is the number of processes per machine, joined with the gloo backend (sta_d2.engine.launch).
 """
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
-from sta_d2 import STATrainer, add_sta_config, merge_config_file, validate_sta_config
+from sta_d2 import STATrainer, load_config
 from sta_d2.engine import AtomicCheckpointer, launch
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_sta_config(cfg)
-    merge_config_file(cfg, args.config_file)
-    cfg.merge_from_list(args.opts)
-    validate_sta_config(cfg)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
