@@ -6,8 +6,9 @@
 
 Models (randomly initialised, so with BatchNorm in place of the frozen statistics of pretrained
 weights): Mask R-CNN R50-FPN (configs/COCO-InstanceSegmentation) on the
-generated shapes data, trained by stock detectron2 (GeneralizedRCNN + SimpleTrainer) and by
-sta_d2 under ``full``, ``sta`` and ``ista``; the dense dilated ResNet-50 + ASPP model of
+generated shapes data, trained by stock detectron2 (GeneralizedRCNN + SimpleTrainer, reseeded at
+every step as sta_d2's loop is, so that stock and ``full``, which is bit-exact to it, follow the
+same trajectory) and by sta_d2 under ``full``, ``sta`` and ``ista``; the dense dilated ResNet-50 + ASPP model of
 configs/Cityscapes-Dense (semantic segmentation + disparity, 128x256) on generated Cityscapes
 data under ``full``, ``sta`` and ``ista``. Each case runs in its own process (so its peak memory
 is its own): ``--warmup`` steps, then ``--repeats`` timed runs of ``--iters`` optimizer steps;
@@ -53,6 +54,7 @@ def case_config(model, policy, image_size, batch_size):
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.RESNETS.NORM = "BN"  # no pretrained statistics to freeze: FrozenBN would diverge
     cfg.SOLVER.IMS_PER_BATCH = batch_size
+    cfg.SOLVER.WARMUP_ITERS = 0  # stock runs without STATrainer's scheduler: the same constant LR
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.SEED = 0
     if model == "mask_rcnn":
@@ -78,6 +80,7 @@ def measure(case):
     from detectron2.utils.events import EventStorage
 
     from sta_d2 import STATrainer
+    from sta_d2.data.train_loader import mixed_seed
 
     cfg = case_config(case["model"], case["policy"], case["image_size"], case["batch_size"])
     seed_all_rng(cfg.SEED)  # the same initial weights for every case of a model
@@ -96,6 +99,8 @@ def measure(case):
             if i >= case["warmup"] and (i - case["warmup"]) % case["iters"] == 0:
                 start = time.perf_counter()
             trainer.iter = storage.iter = i
+            if case["policy"] == "stock":  # the per-step seeds sta_d2's loop draws, so that both
+                seed_all_rng(mixed_seed(cfg.SEED, 0, i))  # follow one trajectory under "full"
             trainer.run_step()
             bar.update()
             if i >= case["warmup"] and (i - case["warmup"] + 1) % case["iters"] == 0:
