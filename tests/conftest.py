@@ -1,5 +1,6 @@
 """Shared fixtures: tiny R-CNN configs and synthetic batches that run in a second on a CPU."""
 import os
+import shutil
 import uuid
 
 import pytest
@@ -218,3 +219,13 @@ def shapes(tmp_path_factory):
     yield name
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
+
+
+@pytest.fixture
+def copy_of(data_root, tmp_path):
+    """``copy_of(name)``: a writable copy of ``data_root / name``; ``data_root`` is the requesting
+    test module's fixture of generated layouts."""
+    def copy(name):
+        shutil.copytree(data_root / name, tmp_path / name)
+        return tmp_path / name
+    return copy

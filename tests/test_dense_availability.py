@@ -46,14 +46,6 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def copy_of(data_root, tmp_path):
-    def copy(name):
-        shutil.copytree(data_root / name, tmp_path / name)
-        return tmp_path / name
-    return copy
-
-
 def labelled(records, tasks=("sem_seg", "depth", "normal", "disparity")):
     """{task: number of records labelled for it}."""
     return {t: sum(f"{t}_file_name" in r for r in records) for t in tasks}

@@ -48,15 +48,6 @@ def data_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def copy_of(data_root, tmp_path):
-    """A writable copy of one generated layout."""
-    def copy(name):
-        shutil.copytree(data_root / name, tmp_path / name)
-        return tmp_path / name
-    return copy
-
-
 def test_mtan_nyuv2_layout(data_root):
     split = data_root / "nyuv2" / "train"
     assert sorted(os.listdir(split)) == ["depth", "image", "label", "normal"]
