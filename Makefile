@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 DEMO_DIR ?= output/demo
 
-.PHONY: env demo demo-dense test
+.PHONY: env demo demo-dense test test-fast
 
 env:
 	@bash dev/bootstrap.sh
@@ -16,3 +16,7 @@ demo-dense: env
 
 test: env
 	$(PY) -m pytest -q tests
+
+# The quick loop while editing: everything but the tests marked slow (see setup.cfg).
+test-fast: env
+	$(PY) -m pytest -q -m "not slow" tests

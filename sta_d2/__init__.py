@@ -3,7 +3,8 @@
 Importing this package registers every sta_d2 component in detectron2's registries.
 """
 from . import allocation, data, evaluation, modeling  # noqa: F401  (registration)
-from .config import STAConfigError, add_sta_config, load_config, merge_config_file, validate_sta_config
+from .config import add_sta_config, load_config, merge_config_file, validate_sta_config
+from .specs import STAConfigError
 from .engine import STATrainer
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from sta_d2.allocation import (
     allocation_generator,
     build_allocation_policy,
 )
-from sta_d2.config import STAConfigError
+from sta_d2 import STAConfigError, add_sta_config, validate_sta_config
 
 TASK_NAMES = ("det", "mask", "sem_seg", "depth", "normal")
 sizes = st.tuples(st.integers(1, 5), st.integers(1, 8)).flatmap(  # (T, N, K)
@@ -149,10 +149,14 @@ def test_assignment_travels_with_inputs():
 def test_k_larger_than_model_tasks_names_the_key():
     from detectron2.config import get_cfg
 
-    from sta_d2 import add_sta_config
-
     cfg = get_cfg()
     add_sta_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "STAGeneralizedRCNN"
+    cfg.MODEL.PROPOSAL_GENERATOR.NAME, cfg.MODEL.ROI_HEADS.NAME = "STARPN", "STAROIHeads"
+    cfg.MODEL.MASK_ON = True
     cfg.STA.POLICY, cfg.STA.TASKS_PER_IMAGE = "sta", 3
-    with pytest.raises(STAConfigError, match="STA.TASKS_PER_IMAGE"):
-        build_allocation_policy(cfg, ("det", "mask"), rank=0)
+    with pytest.raises(STAConfigError, match=r"^cfg\.STA\.TASKS_PER_IMAGE = 3: exceeds the number of tasks \(det, mask"):
+        validate_sta_config(cfg)
+    cfg.STA.TASKS_PER_IMAGE = 2
+    validate_sta_config(cfg)
+    assert build_allocation_policy(cfg, ("det", "mask"), rank=0).k == 2

@@ -37,14 +37,14 @@ def test_tasks_must_match_the_model(tasks, match):
     cfg = tiny_rcnn_cfg()
     cfg.STA.TASKS = tasks
     with pytest.raises(STAConfigError, match=match):
-        build_model(cfg)
+        validate_sta_config(cfg)
 
 
 def test_sem_seg_task_needs_a_panoptic_model():
     cfg = tiny_rcnn_cfg()
     cfg.STA.TASKS = ["det", "mask", "sem_seg"]
     with pytest.raises(STAConfigError, match="no task 'sem_seg'"):
-        build_model(cfg)
+        validate_sta_config(cfg)
 
 
 @pytest.mark.parametrize(
@@ -54,6 +54,8 @@ def test_sem_seg_task_needs_a_panoptic_model():
 def test_stock_heads_under_an_sta_model_are_rejected(key, stock):
     cfg = tiny_rcnn_cfg()
     cfg.merge_from_list([key, stock])
+    with pytest.raises(STAConfigError, match=key):
+        validate_sta_config(cfg)
     with pytest.raises(STAConfigError, match=key):
         build_model(cfg)
 

@@ -11,17 +11,17 @@ from hypothesis import strategies as st
 
 from conftest import dense_cfg, tiny_rcnn_cfg
 from sta_d2 import STAConfigError, add_sta_config, validate_sta_config
-from sta_d2.allocation import build_allocation_policy
-from sta_d2.allocation.policies import POLICIES
-from sta_d2.config import NORMS, OPTIMIZERS, owned_specs
+from sta_d2.allocation import build_allocation_policy, policy_names
+from sta_d2.config import owned_keys
 from sta_d2.data import DenseDatasetMapper
 from sta_d2.data.partial_labels import MODES
 from sta_d2.evaluation.dense import TASK_METRICS
 from sta_d2.modeling import DENSE_HEAD_REGISTRY, DENSE_TASKS
 from sta_d2.weighting import WEIGHTING_REGISTRY, build_weighting
+from sta_d2.specs import NORMS
 from sta_d2.weighting.mgda import NORMALIZATIONS
 
-KEYS = sorted(owned_specs())
+KEYS = sorted(owned_keys())
 MODEL_KEYS = [k for k in KEYS if k.startswith("MODEL.")]
 # Keys whose value is a layer width, depth or class count: a huge valid one is a legal config
 # that costs memory, not a config error, so they are only given small integers.
@@ -29,8 +29,8 @@ SIZE_KEYS = {"MODEL.DENSE.NUM_CLASSES", "MODEL.DENSE.HEAD_CHANNELS", "MODEL.SEGN
              "MODEL.SEGNET.NUM_CONVS", "STA.WEIGHTING.JTR.CHANNELS", "STA.WEIGHTING.JTR.LATENT_CHANNELS"}
 METRICS = [f"{task}/{metric}" for task, metrics in TASK_METRICS.items() for metric in metrics]
 # Every name some key accepts, and some it does not.
-NAMES = sorted({*POLICIES, *(name for name, _ in WEIGHTING_REGISTRY), *DENSE_TASKS, "det", "mask",
-                *(name for name, _ in DENSE_HEAD_REGISTRY), *NORMS, *OPTIMIZERS, *MODES, *NORMALIZATIONS,
+NAMES = sorted({*policy_names(), *(name for name, _ in WEIGHTING_REGISTRY), *DENSE_TASKS, "det", "mask",
+                *(name for name, _ in DENSE_HEAD_REGISTRY), *NORMS, "SGD", "ADAM", *MODES, *NORMALIZATIONS,
                 *METRICS, "res4", "res5", "segnet", "depth/", "/mIoU", "none ", "bn"})
 FUZZ = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -80,7 +80,7 @@ def accepted(spec):
     return st.one_of([st.sampled_from(group) for group in groups.values()])
 
 
-ACCEPTED = {key: accepted(spec) for key, spec in owned_specs().items()}
+ACCEPTED = {name: accepted(key.spec) for name, key in owned_keys().items()}
 
 
 def set_key(cfg, key, value):
@@ -97,9 +97,7 @@ def build_everything(cfg):
     validate_sta_config(cfg)
     model = build_model(cfg)
     build_allocation_policy(cfg, model.tasks, rank=0)
-    method = build_weighting(cfg, model.tasks, num_images=4)
-    method.prepare_model(model)
-    method.param_groups(cfg)
+    build_weighting(cfg, model, num_images=4).param_groups(cfg)
     if cfg.MODEL.META_ARCHITECTURE == "DenseMultiTaskNet":
         DenseDatasetMapper(cfg, is_train=True)
 
@@ -135,7 +133,7 @@ def fuzz(make_cfg, data, keys=KEYS, always=()):
     name = cfg.STA.WEIGHTING.NAME
     if isinstance(name, str) and name in dict(WEIGHTING_REGISTRY):
         method = WEIGHTING_REGISTRY.get(name)
-        for key in map(method.config_key, method.CONFIG):
+        for key in (f"STA.WEIGHTING.{method.CONFIG_NAME}.{k}" for k in method.CONFIG):
             set_key(cfg, key, draw_value(data, key))
             changed.add(key)
     builds_or_names_a_changed_key(cfg, changed)
@@ -177,11 +175,9 @@ def test_every_owned_key_has_a_spec_that_accepts_its_default():
     cfg = get_cfg()
     add_sta_config(cfg)
     owned = {key: value for key, value in _leaves(cfg) if key not in stock}
-    specs = owned_specs()
-    assert set(owned) == set(specs)
-    assert all(specs[key].accepts(value) for key, value in owned.items())
-    for _, method in WEIGHTING_REGISTRY:
-        assert set(method.CONFIG_SPECS) == set(method.CONFIG), method.__name__
+    keys = owned_keys()
+    assert set(owned) == set(keys)
+    assert all(keys[name].spec.accepts(value) for name, value in owned.items())
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -238,12 +234,11 @@ def test_combinations_that_make_no_sense_name_both_keys(settings_, key, also):
         validate_sta_config(cfg)
 
 
-def test_ista_with_more_tasks_per_image_than_the_model_has_fails_at_build():
+def test_ista_with_more_tasks_per_image_than_the_model_has_fails_at_validation():
     cfg = dense_cfg("segnet", tasks=("sem_seg", "depth"))
     cfg.STA.POLICY, cfg.STA.TASKS_PER_IMAGE = "ista", 3
-    validate_sta_config(cfg)  # STA.TASKS empty: the model's tasks decide
     with pytest.raises(STAConfigError, match=r"^cfg\.STA\.TASKS_PER_IMAGE = 3: exceeds"):
-        build_everything(cfg)
+        validate_sta_config(cfg)  # STA.TASKS empty: the model's tasks decide, before any build
     cfg.STA.TASKS_PER_IMAGE = 2
     build_everything(cfg)
 
@@ -255,16 +250,16 @@ def test_ista_with_more_tasks_per_image_than_the_model_has_fails_at_build():
     ("MODEL.DENSE.HEAD_NAME", "Nope"),
     ("MODEL.DENSE.ASPP_DILATIONS", [1, 2]),
 ])
-def test_building_without_validating_still_names_the_key(key, value):
+def test_values_that_would_fail_deep_in_a_build_are_refused_by_validation(key, value):
     cfg = dense_cfg("segnet")
     set_key(cfg, key, value)
     with pytest.raises(STAConfigError, match=re.escape(f"cfg.{key} =")):
-        build_model(cfg)
+        validate_sta_config(cfg)
 
 
 @pytest.mark.parametrize("key, value", [("INPUT.DENSE.SIZE", 32), ("INPUT.DENSE.RANDOM_SCALE", 1.5)])
-def test_mapper_without_validating_still_names_the_key(key, value):
+def test_mapper_values_are_refused_by_validation(key, value):
     cfg = dense_cfg("segnet")
     set_key(cfg, key, value)
     with pytest.raises(STAConfigError, match=re.escape(f"cfg.{key} = {value!r}")):
-        DenseDatasetMapper(cfg, is_train=True)
+        validate_sta_config(cfg)

@@ -9,7 +9,7 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
 from conftest import DENSE_SIZE as SIZE, dense_batch, dense_cfg
 from sta_d2 import STAConfigError
-from sta_d2.modeling.dense import cosine_loss, l1_loss, segmentation_loss
+from sta_d2.dense_tasks import DepthTask, NormalTask, SemSegTask
 
 @pytest.mark.parametrize("backbone", ["resnet", "segnet"])
 def test_each_task_loss_equals_the_loss_on_its_sub_batch(backbone):
@@ -45,18 +45,19 @@ def test_unallocated_task_is_a_connected_zero():
 def test_losses_by_hand():
     logits = torch.tensor([[[[2.0, 0.0]], [[0.0, 0.0]]]])  # (1, 2 classes, 1, 2)
     target = torch.tensor([[[0, 255]]])
-    assert math.isclose(segmentation_loss(logits, target, 255).item(), math.log(1 + math.exp(-2.0)), rel_tol=1e-6)
-    all_ignored = segmentation_loss(logits, torch.full((1, 1, 2), 255), 255)
+    sem_seg = SemSegTask(num_classes=2, ignore_value=255)
+    assert math.isclose(sem_seg.loss(logits, target).item(), math.log(1 + math.exp(-2.0)), rel_tol=1e-6)
+    all_ignored = sem_seg.loss(logits, torch.full((1, 1, 2), 255))
     assert all_ignored.item() == 0.0 and not torch.isnan(all_ignored)
 
     prediction = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
     depth = torch.tensor([[[[1.5, 0.0, float("nan"), 2.0]]]])  # only pixels 0 and 3 are valid
-    assert math.isclose(l1_loss(prediction, depth).item(), (0.5 + 2.0) / 2, rel_tol=1e-6)
+    assert math.isclose(DepthTask().loss(prediction, depth).item(), (0.5 + 2.0) / 2, rel_tol=1e-6)
 
     normal_pred = torch.tensor([[[[2.0, 0.0, 1.0]], [[0.0, 3.0, 1.0]], [[0.0, 0.0, 0.0]]]])
     normal_gt = torch.tensor([[[[1.0, 1.0, 0.0]], [[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]]])
     # pixel 0: cos 1; pixel 1: cos 0 (90 degrees); pixel 2: invalid
-    assert math.isclose(cosine_loss(normal_pred, normal_gt).item(), (0.0 + 1.0) / 2, rel_tol=1e-6)
+    assert math.isclose(NormalTask().loss(normal_pred, normal_gt).item(), (0.0 + 1.0) / 2, rel_tol=1e-6)
 
 
 def test_inference_outputs_every_task_at_input_resolution():

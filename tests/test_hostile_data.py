@@ -1,4 +1,4 @@
-"""Hostile data (issue 6): broken files and annotations, in the COCO-format R-CNN datasets and the
+"""Hostile data: broken files and annotations, in the COCO-format R-CNN datasets and the
 dense layouts, are rejected with the file named or handled as datasets/README.md ("Broken
 inputs") documents. Each test generates tiny data in the real layout and then breaks it."""
 import json

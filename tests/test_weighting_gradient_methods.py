@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 from torch import nn
 
-from sta_d2 import STAConfigError, add_sta_config
+from sta_d2 import STAConfigError, add_sta_config, validate_sta_config
 from sta_d2.weighting import CosReg, GradNorm, MGDAUB, PCGrad, WeightingStep, build_weighting
 from sta_d2.weighting.mgda import min_norm_weights
 from sta_d2.weighting.pcgrad import project_conflicting
@@ -286,24 +286,29 @@ def test_cosreg_with_one_active_task_is_the_plain_loss():
     ("PCGrad", "PCGRAD", {"SEED": 0}),
     ("MGDAUB", "MGDA", {"NORMALIZATION": "none", "ITERATIONS": 250}),
     ("GradNorm", "GRADNORM", {"ALPHA": 1.5}),
-    ("CosReg", "COSREG", {"LAMBDA": 0.1}),
+    ("CosReg", "COSREG", {"WEIGHT": 0.1}),
 ])
 def test_methods_build_from_config(name, node, defaults):
     cfg = get_cfg()
     add_sta_config(cfg)
     assert dict(cfg.STA.WEIGHTING[node]) == defaults
     cfg.STA.WEIGHTING.NAME = name
-    method = build_weighting(cfg, TASKS, num_images=0)
+    method = build_weighting(cfg, FakeModel((1.0, 2.0)), num_images=0)
     assert type(method).__name__ == name and method.tasks == TASKS
 
 
-@pytest.mark.parametrize("make", [
-    lambda: PCGrad(TASKS, seed=-1),
-    lambda: MGDAUB(TASKS, normalization="max"),
-    lambda: MGDAUB(TASKS, iterations=0),
-    lambda: GradNorm(TASKS, alpha=-0.5),
-    lambda: CosReg(TASKS, weight=-1.0),
+@pytest.mark.parametrize("key, value", [
+    ("PCGRAD.SEED", -1),
+    ("MGDA.NORMALIZATION", "max"),
+    ("MGDA.ITERATIONS", 0),
+    ("GRADNORM.ALPHA", -0.5),
+    ("COSREG.WEIGHT", -1.0),
 ])
-def test_bad_hyper_parameters_are_refused(make):
-    with pytest.raises(STAConfigError, match="cfg.STA.WEIGHTING"):
-        make()
+def test_bad_hyper_parameters_are_refused(key, value):
+    cfg = get_cfg()
+    add_sta_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "DenseMultiTaskNet"
+    node, name = key.split(".")
+    cfg.STA.WEIGHTING[node][name] = value
+    with pytest.raises(STAConfigError, match=f"cfg.STA.WEIGHTING.{key} = "):
+        validate_sta_config(cfg)

@@ -7,7 +7,7 @@ import torch
 from detectron2.config import get_cfg
 from torch import nn
 
-from sta_d2 import STAConfigError, add_sta_config
+from sta_d2 import STAConfigError, add_sta_config, validate_sta_config
 from sta_d2.weighting import (
     DynamicWeightAverage,
     ImpartialAuxiliaryLearning,
@@ -56,8 +56,10 @@ def run(method, model, active, inputs=X, iteration=0):
 
 
 def cfg_with(**weighting):
+    """A dense config (valid as it is) with the given method hyper-parameters (NODE__KEY=value)."""
     cfg = get_cfg()
     add_sta_config(cfg)
+    cfg.MODEL.META_ARCHITECTURE = "DenseMultiTaskNet"
     for key, value in weighting.items():
         node, name = key.split("__")
         cfg.STA.WEIGHTING[node][name] = value
@@ -195,7 +197,7 @@ def test_ial_primary_is_configurable():
     assert torch.allclose(model.theta.grad, torch.tensor([2 + 1.2, 1.6]))
     cfg = cfg_with(IAL__PRIMARY="a")
     cfg.STA.WEIGHTING.NAME = "ImpartialAuxiliaryLearning"
-    assert build_weighting(cfg, ["p", "a"], num_images=0).primary == "a"
+    assert build_weighting(cfg, FakeModel(), num_images=0).primary == "a"
     assert ImpartialAuxiliaryLearning(["p", "a"]).primary == "p"  # default: the first task
 
 
@@ -223,9 +225,7 @@ def test_state_round_trips_through_a_weights_only_load():
 
 
 @pytest.mark.parametrize("name, settings, key", [
-    ("StaticWeighting", {"STATIC__WEIGHTS": [1.0]}, "STATIC.WEIGHTS"),
     ("StaticWeighting", {"STATIC__WEIGHTS": [1.0, -1.0]}, "STATIC.WEIGHTS"),
-    ("ImpartialAuxiliaryLearning", {"IAL__PRIMARY": "depth"}, "IAL.PRIMARY"),
     ("DynamicWeightAverage", {"DWA__WINDOW": 0}, "DWA.WINDOW"),
     ("DynamicWeightAverage", {"DWA__TEMPERATURE": 0.0}, "DWA.TEMPERATURE"),
 ])
@@ -233,4 +233,16 @@ def test_bad_config_values_name_the_key(name, settings, key):
     cfg = cfg_with(**settings)
     cfg.STA.WEIGHTING.NAME = name
     with pytest.raises(STAConfigError, match=f"cfg.STA.WEIGHTING.{key}"):
-        build_weighting(cfg, ["p", "a"], num_images=0)
+        validate_sta_config(cfg)
+
+
+@pytest.mark.parametrize("name, settings, key", [
+    ("StaticWeighting", {"STATIC__WEIGHTS": [1.0]}, "STATIC.WEIGHTS"),
+    ("ImpartialAuxiliaryLearning", {"IAL__PRIMARY": "depth"}, "IAL.PRIMARY"),
+])
+def test_values_that_do_not_fit_the_model_name_the_key(name, settings, key):
+    cfg = cfg_with(**settings)
+    cfg.STA.WEIGHTING.NAME = name
+    validate_sta_config(cfg)  # they depend on the model's tasks: checked when the method is built for it
+    with pytest.raises(STAConfigError, match=f"cfg.STA.WEIGHTING.{key}"):
+        build_weighting(cfg, FakeModel(), num_images=0)

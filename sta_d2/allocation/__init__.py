@@ -1,15 +1,17 @@
+"""Task allocation: which batch each optimizer step uses and which tasks each image gets."""
 from .assignment import TASKS_KEY, TaskAssignment
-from .policies import (
-    POLICIES,
+from .policy import (
+    ALLOCATION_POLICY_REGISTRY,
+    CONFIG_KEYS,
     AllocationPolicy,
-    FullTaskPolicy,
-    InterleavedPolicy,
-    ISTAPolicy,
-    StochasticPolicy,
     allocation_generator,
-    can_cover,
-    fully_labelled,
     build_allocation_policy,
     draw_tasks,
-    register_policy,
+    fully_labelled,
+    get_policy,
+    policy_config_keys,
+    policy_names,
 )
+from .full import FullTaskPolicy
+from .stochastic import StochasticPolicy, can_cover
+from .interleaved import InterleavedPolicy, ISTAPolicy

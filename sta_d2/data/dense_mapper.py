@@ -5,9 +5,18 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 
-from ..config import STAConfigError, check_value
+from ..dense_tasks import Geometry, build_dense_task
+from ..specs import STAConfigError, ConfigKeys, Key, integer, list_of, number
 from .datasets.dense import read_dense_sample
 from .training_set import DATASET_INDEX_KEY
+
+CONFIG_KEYS = ConfigKeys({
+    # Every image and target is resized to SIZE = (H, W) (empty: keep the stored size).
+    "INPUT.DENSE.SIZE": Key([], list_of(integer(1), lengths=(0, 2))),
+    # In training each image is also zoomed by a factor drawn from RANDOM_SCALE (all >= 1) and
+    # cropped back (depth divided, disparity multiplied by the factor).
+    "INPUT.DENSE.RANDOM_SCALE": Key([1.0], list_of(number(1), nonempty=True)),
+})
 
 
 def _nearest_indices(n_in, n_out):
@@ -50,19 +59,21 @@ class DenseDatasetMapper:
     """Turn a dense dataset dict (see ``sta_d2.data.datasets.dense``) into model inputs.
 
     Output: ``"image"`` float32 (3, H, W) 0..255 in ``image_format`` (cfg.INPUT.FORMAT, "RGB"
-    or "BGR", the channel order the backbone's weights expect); per task the dataset labels:
-    ``"sem_seg"`` int64 (H, W) (255 = ignore), ``"depth"`` float32 (1, H, W) metres,
-    ``"normal"`` float32 (3, H, W) unit vectors, ``"disparity"`` float32 (1, H, W) in pixels of
-    the returned image (0 / all-zero = invalid); ``"height"``, ``"width"`` (of these tensors),
-    ``"image_id"``, ``"file_name"`` and ``"dataset_index"`` when the dict has them.
+    or "BGR", the channel order the backbone's weights expect); per task the dataset labels as
+    the task's descriptor makes them (:meth:`DenseTask.to_tensor`): ``"sem_seg"`` int64 (H, W)
+    (255 = ignore), ``"depth"`` float32 (1, H, W) metres, ``"normal"`` float32 (3, H, W) unit
+    vectors, ``"disparity"`` float32 (1, H, W) in pixels of the returned image (0 / all-zero =
+    invalid); ``"height"``, ``"width"`` (of these tensors), ``"image_id"``, ``"file_name"`` and
+    ``"dataset_index"`` when the dict has them.
 
     Geometry: everything is resized to ``size`` (H, W) (None: the stored size). In training an
     image is first zoomed by a factor s drawn from ``scales`` (all >= 1) and cropped back to the
     size at a random position, then flipped with probability 1/2 when ``flip`` is "horizontal"
-    (or "vertical"). A zoom by s divides depth by s (the scene looks s times closer); disparity
-    is multiplied by the horizontal resize factor (s, times width ratio of the resize to
-    ``size``); a horizontal flip negates the normals' x component (a vertical one, y). Images
-    are resized bilinearly, targets by nearest neighbour (see :class:`DenseResizeTransform`).
+    (or "vertical"). Images are resized bilinearly; each target follows as its descriptor says
+    (:meth:`DenseTask.transform`): by nearest neighbour (see :class:`DenseResizeTransform`),
+    with depth divided by s (the scene looks s times closer), disparity multiplied by the
+    horizontal resize factor (s, times the width ratio of the resize to ``size``) and the
+    normals' x component negated by a horizontal flip (y by a vertical one).
     Random draws use ``np.random`` as detectron2's augmentations do, so detectron2's per-worker
     seeding makes the mapper deterministic. At test time: resize to ``size`` only.
     """
@@ -75,8 +86,6 @@ class DenseDatasetMapper:
                  image_format="RGB"):
         if image_format not in ("RGB", "BGR"):
             raise STAConfigError(f"cfg.INPUT.FORMAT = {image_format!r}: dense data is 'RGB' or 'BGR'")
-        check_value("INPUT.DENSE.SIZE", [] if size is None else size)
-        check_value("INPUT.DENSE.RANDOM_SCALE", scales)  # >= 1: images are zoomed, then cropped
         if flip not in ("horizontal", "vertical", "none"):
             raise STAConfigError(f"cfg.INPUT.RANDOM_FLIP = {flip!r}: must be 'horizontal', "
                                  "'vertical' or 'none'")
@@ -126,28 +135,10 @@ class DenseDatasetMapper:
             "width": out_w,
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
         }
-        for task, target in sample.items():
-            target = np.ascontiguousarray(transform.apply_segmentation(target))
-            if task == "depth":
-                target = target / np.float32(zoom)
-            elif task == "disparity":
-                target = target * np.float32(out_w * zoom / w)
-            elif task == "normal":
-                target = target * self._normal_signs(transform)
-            if task == "sem_seg":
-                out[task] = torch.from_numpy(target).long()
-            else:  # (H, W) or (H, W, C) -> (C, H, W)
-                target = target.reshape(out_h, out_w, -1).transpose(2, 0, 1)
-                out[task] = torch.from_numpy(np.ascontiguousarray(target))
+        flips = {type(t) for t in transform.transforms}
+        geometry = Geometry(transform, zoom, out_w * zoom / w, horizontal_flip=T.HFlipTransform in flips,
+                            vertical_flip=T.VFlipTransform in flips)
+        for name, target in sample.items():
+            task = build_dense_task(name)
+            out[name] = task.to_tensor(task.transform(target, geometry))
         return out
-
-    @staticmethod
-    def _normal_signs(transform):
-        """Per-component signs of the normals after ``transform``'s flips."""
-        signs = np.ones(3, dtype=np.float32)
-        for t in transform.transforms:
-            if isinstance(t, T.HFlipTransform):
-                signs[0] *= -1
-            elif isinstance(t, T.VFlipTransform):
-                signs[1] *= -1
-        return signs

@@ -8,7 +8,15 @@ from detectron2.engine import HookBase
 from detectron2.utils.events import get_event_storage
 
 from ..analysis.gradient_angles import pairwise_cosines, shared_task_gradients
+from ..specs import ConfigKeys, Key, integer
 from .train_loop import unwrap_model
+
+
+CONFIG_KEYS = ConfigKeys({
+    # Every GRAD_COSINE_PERIOD iterations, log the cosines between the step's task gradients on the
+    # shared parameters (GradientCosineHook); 0 = off.
+    "STA.ANALYSIS.GRAD_COSINE_PERIOD": Key(0, integer(0)),
+})
 
 
 class GradientCosineHook(HookBase):

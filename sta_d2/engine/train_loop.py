@@ -11,9 +11,10 @@ from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
 from ..allocation import AllocationPolicy, TaskAssignment
+from ..comm import all_average
+from ..data import DATASET_INDEX_KEY
 from ..data.train_loader import StreamBatchSampler, mixed_seed
 from ..weighting import TaskWeighting, WeightingStep
-from ..weighting.gradients import all_average
 
 
 def unwrap_model(model):
@@ -75,7 +76,8 @@ class AllocationTrainer(SimpleTrainer):
         loss_dict = self.model(inputs)
         task_losses = model.task_losses(loss_dict)
         self.check_finite(task_losses, loss_dict)
-        step = WeightingStep(model=model, active=self.active_tasks(assignment), iteration=self.iter, inputs=inputs)
+        step = WeightingStep(model=model, active=self.active_tasks(assignment), iteration=self.iter,
+                             dataset_indices=[x.get(DATASET_INDEX_KEY) for x in inputs])
         self.optimizer.zero_grad()
         weights = self.weighting.backward(task_losses, step)
         self.weighting.average_gradients()

@@ -12,16 +12,29 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
-from ..config import STAConfigError, validate_sta_config
 from ..data import (DATASET_INDEX_KEY, CheckedDatasetMapper, DenseDatasetMapper, build_stream_train_loader,
                     training_dataset_dicts)
 from ..data.train_loader import training_seed
 from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
+from ..specs import ConfigKeys, Key, fail, one_of
 from ..weighting import build_weighting
 from .checkpoint import AtomicCheckpointer
 from .hooks import GradientCosineHook
 from .train_loop import AllocationTrainer
+
+
+CONFIG_KEYS = ConfigKeys({
+    # "SGD" (detectron2's, with SOLVER.MOMENTUM and NESTEROV) or "ADAM" (used by the dense NYUv2 /
+    # Cityscapes settings of the paper).
+    "SOLVER.OPTIMIZER": Key("SGD", one_of(("SGD", "ADAM"))),
+})
+
+
+@CONFIG_KEYS.rule("SOLVER.AMP.ENABLED")
+def _no_mixed_precision(cfg):
+    if cfg.SOLVER.AMP.ENABLED:
+        fail("SOLVER.AMP.ENABLED", True, "mixed precision is not supported by STATrainer yet")
 
 
 def _mapper(cfg, is_train):
@@ -41,30 +54,22 @@ class STATrainer(DefaultTrainer):
     own parameters join the optimizer); evaluators come from the dataset's metadata and never
     require CUDA; dense models read their data through :class:`DenseDatasetMapper`;
     ``SOLVER.OPTIMIZER`` may be Adam. ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
+    ``cfg`` must be finished and validated (:func:`sta_d2.load_config`, or
+    :func:`sta_d2.validate_sta_config` for a config assembled in code).
     """
 
     def __init__(self, cfg):
         TrainerBase.__init__(self)
         logger = logging.getLogger("sta_d2")
-        validate_sta_config(cfg)
-        if cfg.SOLVER.AMP.ENABLED:
-            raise STAConfigError("cfg.SOLVER.AMP.ENABLED = True: not supported by STATrainer yet")
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
-        tasks = getattr(model, "tasks", None)
-        if tasks is None:
-            raise STAConfigError(
-                f"cfg.MODEL.META_ARCHITECTURE = {cfg.MODEL.META_ARCHITECTURE!r} does not declare "
-                "tasks; use an sta_d2 meta-architecture (STAGeneralizedRCNN, STAPanopticFPN, "
-                "DenseMultiTaskNet)"
-            )
+        tasks = model.tasks
         optimizer = self.build_optimizer(cfg, model)
         dataset = training_dataset_dicts(cfg, tasks)
         # (dataset index, image id, file name) of the training images, for per-image exports
         self.train_images = [(d[DATASET_INDEX_KEY], d.get("image_id"), d.get("file_name")) for d in dataset]
-        weighting = build_weighting(cfg, tasks, num_images=1 + max(i for i, _, _ in self.train_images))
+        weighting = build_weighting(cfg, model, num_images=1 + max(i for i, _, _ in self.train_images))
         weighting = weighting.to(model.device)
-        weighting.prepare_model(model)
         for group in weighting.param_groups(cfg):
             optimizer.add_param_group(group)
         # one seed for the data stream and the per-step random streams, kept in checkpoints

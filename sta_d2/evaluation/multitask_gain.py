@@ -11,29 +11,34 @@ import math
 import os
 from collections import OrderedDict
 
-# Metric names of DenseMultiTaskEvaluator, by the direction in which they improve.
-LOWER_IS_BETTER = frozenset({"abs_err", "rel_err", "rmse", "log_rmse", "mean", "median"})
-# sta_d2's dense evaluator, then the summary metrics of detectron2's COCO, semantic segmentation
-# and Cityscapes evaluators
+from ..dense_tasks import dense_task_names, get_dense_task
+
+# The summary metrics of detectron2's COCO, semantic segmentation and Cityscapes evaluators, all
+# better when higher (the dense tasks' metrics come with their descriptors, see DenseTask.METRICS).
 HIGHER_IS_BETTER = frozenset(
-    {"mIoU", "pixAcc", "delta1", "delta2", "delta3", "within_11.25", "within_22.5", "within_30",
-     "AP", "AP50", "AP75", "APs", "APm", "APl", "fwIoU", "mACC", "pACC", "IoU", "iIoU", "IoU_sup",
-     "iIoU_sup"}
+    {"AP", "AP50", "AP75", "APs", "APm", "APl", "mIoU", "fwIoU", "mACC", "pACC", "IoU", "iIoU",
+     "IoU_sup", "iIoU_sup"}
 )
 # Per-class metrics ("AP-<class>", "IoU-<class>", "ACC-<class>") improve upwards too.
 HIGHER_IS_BETTER_PREFIXES = ("AP-", "IoU-", "ACC-")
 
 
-def lower_is_better(metric):
-    """Whether a smaller value of ``metric`` (no task prefix) is better; unknown names raise."""
-    if metric in LOWER_IS_BETTER:
-        return True
+def lower_is_better(metric, task=None):
+    """Whether a smaller value of ``metric`` is better: as the dense task ``task`` declares it
+    (the "task" of a "task/metric" name), else as any dense task reporting ``metric`` does, else
+    as detectron2's evaluators have it. Unknown names raise."""
+    names = dense_task_names()
+    for name in ([task] if task in names else []) + names:
+        directions = get_dense_task(name).METRICS
+        if metric in directions:
+            return directions[metric]
     if metric in HIGHER_IS_BETTER or metric.startswith(HIGHER_IS_BETTER_PREFIXES):
         return False
+    dense = sorted({m for name in names for m in get_dense_task(name).METRICS})
     raise ValueError(
-        f"delta_m: no known direction for metric {metric!r}; lower is better for "
-        f"{sorted(LOWER_IS_BETTER)}, higher for {sorted(HIGHER_IS_BETTER)} and per-class "
-        f"{', '.join(p + '<class>' for p in HIGHER_IS_BETTER_PREFIXES)}"
+        f"delta_m: no known direction for metric {metric!r}; the dense tasks declare {dense}, "
+        f"detectron2's evaluators have {sorted(HIGHER_IS_BETTER)} and per-class "
+        f"{', '.join(p + '<class>' for p in HIGHER_IS_BETTER_PREFIXES)} (higher is better)"
     )
 
 
@@ -101,7 +106,8 @@ def select_delta_m_metrics(results, baselines, metrics=None):
     if len(set(names)) != len(names):
         raise ValueError(f"delta_m metrics {names} name a metric twice")
     for name in names:
-        lower_is_better(_split(name)[1])
+        task, metric = _split(name)
+        lower_is_better(metric, task)
     return names
 
 
@@ -117,6 +123,6 @@ def multi_task_gain(results, baselines, metrics=None):
         value, base = float(results[task][metric]), baselines[task][metric]
         if base == 0 or not math.isfinite(base):
             raise ValueError(f"delta_m baseline {name} = {base} cannot be divided by")
-        sign = -1.0 if lower_is_better(metric) else 1.0
+        sign = -1.0 if lower_is_better(metric, task) else 1.0
         per_task.setdefault(task, []).append(sign * (value - base) / base * 100.0)
     return sum(sum(g) / len(g) for g in per_task.values()) / len(per_task)

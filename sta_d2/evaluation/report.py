@@ -18,19 +18,12 @@ from detectron2.utils.file_io import PathManager
 from matplotlib.figure import Figure  # rendered by the Agg backend, no pyplot state
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
+from ..dense_tasks import dense_task_names, get_dense_task
 from .multitask_gain import HIGHER_IS_BETTER_PREFIXES, load_baselines, lower_is_better, multi_task_gain
 
-# The columns a task gets by default, in the order of the paper's tables (NYUv2-13: mIoU, pixel
-# accuracy, depth abs/rel error, normal angle mean/median/within). A task with none of them shows
-# all its summary metrics.
-MAIN_METRICS = OrderedDict(
-    sem_seg=("mIoU", "pixAcc", "pACC"),
-    depth=("abs_err", "rel_err"),
-    disparity=("abs_err", "rel_err"),
-    normal=("mean", "median", "within_11.25", "within_22.5", "within_30"),
-    bbox=("AP", "AP50", "AP75"),
-    segm=("AP", "AP50", "AP75"),
-)
+# The columns of detectron2's evaluators for R-CNN runs: SemSegEvaluator's pixel accuracy (after
+# the dense sem_seg columns) and COCOEvaluator's box and mask APs.
+DETECTRON2_COLUMNS = OrderedDict(sem_seg=("pACC",), bbox=("AP", "AP50", "AP75"), segm=("AP", "AP50", "AP75"))
 BASELINE_NAME = "single-task"
 DELTA_M_HEADER = "Δm (%) ↑"
 MISSING = "–"
@@ -38,17 +31,34 @@ FILES = {"markdown": "report.md", "csv": "report.csv", "losses": "losses.png"}
 PANEL_SIZE, PANELS_PER_ROW, DPI = (5.0, 3.6), 3, 100
 
 
-def better_direction(metric):
-    """"↓" when a lower value of ``metric`` (no task prefix) is better, "↑" when a higher one is,
-    None for names no evaluator reports (such as the training scalars "task_loss/<task>")."""
+def main_columns():
+    """task -> the columns it gets by default, in the order of the paper's tables: each dense
+    task's ``REPORT_COLUMNS`` in registration order (NYUv2-13: mIoU, pixel accuracy, depth abs/rel
+    error, normal angle mean/median/within), then detectron2's evaluators'."""
+    columns = OrderedDict((name, get_dense_task(name).REPORT_COLUMNS) for name in dense_task_names())
+    for task, metrics in DETECTRON2_COLUMNS.items():
+        columns[task] = columns.get(task, ()) + metrics
+    return columns
+
+
+def better_direction(metric, task=None):
+    """"↓" when a lower value of ``metric`` (of ``task``, see :func:`lower_is_better`) is better,
+    "↑" when a higher one is, None for names no evaluator reports (such as the training scalars
+    "task_loss/<task>")."""
     try:
-        return "↓" if lower_is_better(metric) else "↑"
+        return "↓" if lower_is_better(metric, task) else "↑"
     except ValueError:
         return None
 
 
-def _is_summary(metric):
-    return better_direction(metric) is not None and not metric.startswith(HIGHER_IS_BETTER_PREFIXES)
+def _column_direction(column):
+    """:func:`better_direction` of a "task/metric" column."""
+    task, _, metric = column.partition("/")
+    return better_direction(metric, task)
+
+
+def _is_summary(metric, task):
+    return better_direction(metric, task) is not None and not metric.startswith(HIGHER_IS_BETTER_PREFIXES)
 
 
 @dataclass
@@ -100,7 +110,7 @@ def load_run(run_dir, name=None):
         results = OrderedDict()
         for key, value in row.items():
             task, sep, metric = key.partition("/")
-            if sep and better_direction(metric):
+            if sep and better_direction(metric, task):
                 results.setdefault(task, OrderedDict())[metric] = value
         if results:
             return Run(name, run_dir, row["iteration"], results, losses)
@@ -134,17 +144,18 @@ def collect_baselines(sources):
 
 def default_columns(results):
     """The "task/metric" columns for a list of ``{task: {metric: value}}``: per task (those of
-    :data:`MAIN_METRICS` first, in its order) its main metrics that some result has or, when it has
-    none of them, all its summary metrics (per-class metrics left out)."""
+    :func:`main_columns` first, in its order) its main metrics that some result has or, when it
+    has none of them, all its summary metrics (per-class metrics left out)."""
     have = OrderedDict()
     for result in results:
         for task, metrics in result.items():
             have.setdefault(task, OrderedDict()).update(dict.fromkeys(metrics))
-    tasks = [t for t in MAIN_METRICS if t in have] + [t for t in have if t not in MAIN_METRICS]
+    main_metrics = main_columns()
+    tasks = [t for t in main_metrics if t in have] + [t for t in have if t not in main_metrics]
     columns = []
     for task in tasks:
-        main = [m for m in MAIN_METRICS.get(task, ()) if m in have[task]]
-        columns += [f"{task}/{m}" for m in main or filter(_is_summary, have[task])]
+        main = [m for m in main_metrics.get(task, ()) if m in have[task]]
+        columns += [f"{task}/{m}" for m in main or [m for m in have[task] if _is_summary(m, task)]]
     return columns
 
 
@@ -161,7 +172,7 @@ class ResultsTable:
         """Column titles with the better direction of each metric (↑ higher, ↓ lower)."""
         titles = ["method"]
         for column in self.columns:
-            arrow = better_direction(column.partition("/")[2])
+            arrow = _column_direction(column)
             titles.append(f"{column} {arrow}" if arrow else column)
         return titles + ([DELTA_M_HEADER] if self.delta_m_metrics is not None else [])
 
@@ -195,7 +206,7 @@ def results_table(runs, baselines=None, metrics=None, delta_m_metrics=None):
                     raise ValueError(f"Δm metric {name!r} has no single-task baseline")
         else:
             names = [c for c in columns
-                     if _value(baselines, c) is not None and better_direction(c.partition("/")[2])]
+                     if _value(baselines, c) is not None and _column_direction(c)]
     rows = []
     for method, results in entries:
         gain = None

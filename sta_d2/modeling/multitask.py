@@ -20,8 +20,9 @@ class MultiTaskModel:
     """
 
     LABEL_KEYS: Dict[str, str] = {}  # task -> key of its target in an input dict, if not the task
-    #: what a training forward can keep for a weighting method besides its losses (see :meth:`record`)
-    RECORDABLE: Tuple[str, ...] = ()
+    #: what a training forward can produce besides its losses, for a weighting method (see
+    #: :meth:`request_side_outputs`)
+    SIDE_OUTPUTS: Tuple[str, ...] = ()
 
     def task_availability(self, batched_inputs: List[dict]) -> torch.Tensor:
         """Bool (num_images, num_tasks): which of ``self.tasks`` each input has labels for."""
@@ -38,20 +39,21 @@ class MultiTaskModel:
                              f"allocated task {self.tasks[t]!r} but has no {self.tasks[t]!r} labels")
         return assignment
 
-    def record(self, what: Sequence[str]) -> None:
-        """From now on, keep ``what`` (names of :attr:`RECORDABLE`) of each training forward, for
-        :meth:`records`. Recording costs compute, so a model keeps only what is asked."""
-        unknown = set(what) - set(self.RECORDABLE)
+    def request_side_outputs(self, names: Sequence[str]) -> None:
+        """From now on, produce the side outputs ``names`` (of :attr:`SIDE_OUTPUTS`) in each
+        training forward, for :meth:`side_outputs`. They cost compute, so a model produces only
+        what is asked."""
+        unknown = set(names) - set(self.SIDE_OUTPUTS)
         if unknown:
-            raise ValueError(f"{type(self).__name__} cannot record {sorted(unknown)}; it records {self.RECORDABLE}")
-        self._recording = tuple(what)
+            raise ValueError(f"{type(self).__name__} has no side output {sorted(unknown)}; it has {self.SIDE_OUTPUTS}")
+        self._requested_side_outputs = tuple(names)
 
-    def recording(self, what: str) -> bool:
-        return what in getattr(self, "_recording", ())
+    def wants_side_output(self, name: str) -> bool:
+        return name in getattr(self, "_requested_side_outputs", ())
 
-    def records(self) -> dict:
-        """What the last training forward kept, by name (see :meth:`record`)."""
-        return getattr(self, "_records", {})
+    def side_outputs(self) -> dict:
+        """The side outputs of the last training forward, by name."""
+        return getattr(self, "_side_outputs", {})
 
     def track_shared_representation(self):
         """Keep the backbone's outputs of each training forward (call once in ``__init__``)."""

@@ -1,5 +1,13 @@
 """Task weighting and gradient methods, combinable with every allocation policy."""
-from .base import WEIGHTING_REGISTRY, LossWeighting, TaskWeighting, WeightingStep, build_weighting
+from .base import (
+    CONFIG_KEYS,
+    WEIGHTING_REGISTRY,
+    LossWeighting,
+    TaskWeighting,
+    WeightingStep,
+    build_weighting,
+    method_config_keys,
+)
 from .static import EqualWeighting, StaticWeighting
 from .uncertainty import UncertaintyWeighting
 from .dwa import DynamicWeightAverage

@@ -2,15 +2,14 @@
 
 A method is a :class:`TaskWeighting` subclass in its own module, registered in
 ``WEIGHTING_REGISTRY`` and selected by ``cfg.STA.WEIGHTING.NAME``. Its hyper-parameters are the
-class attribute ``CONFIG`` (a dict), which ``add_sta_config`` installs as
-``cfg.STA.WEIGHTING.<CONFIG_NAME>``; ``CONFIG_SPECS`` says what each value must be (a
-:class:`sta_d2.config.Spec`), for validate_sta_config and the method's constructor alike.
-Learnable quantities (e.g. uncertainty weights) are its ``nn.Parameter``s: the trainer adds them
-to the optimizer as extra parameter groups (:meth:`TaskWeighting.param_groups`) and averages their
-gradients over processes. Everything it keeps is in its ``state_dict`` (parameters, buffers and
+class attribute ``CONFIG`` (key -> :class:`sta_d2.specs.Key`), installed as
+``cfg.STA.WEIGHTING.<CONFIG_NAME>.<key>`` and passed to its constructor as the lower-case
+argument of the same name. Learnable quantities (e.g. uncertainty weights) are its
+``nn.Parameter``s: the trainer adds them to the optimizer as extra parameter groups
+(:meth:`TaskWeighting.param_groups`) and averages their gradients over processes. Everything it keeps is in its ``state_dict`` (parameters, buffers and
 ``get_extra_state``), which the trainer checkpoints and restores on resume. A method that needs
 more of the training forward than the task losses (per-image losses, predictions) names it in
-``RECORDS``; models that can record it list it in their ``RECORDABLE``.
+its ``SIDE_OUTPUTS``; models list what they can produce in theirs.
 """
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
@@ -20,11 +19,18 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.utils.registry import Registry
 from torch import nn
 
-from ..config import STAConfigError, Spec
-from .gradients import all_average
+from ..comm import all_average
+from ..specs import ConfigKeys, Key, STAConfigError, argument_name, number, registered
 
 WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
 WEIGHTING_REGISTRY.__doc__ = "Task-weighting and gradient methods, selected by cfg.STA.WEIGHTING.NAME."
+
+CONFIG_KEYS = ConfigKeys({
+    # How task losses become the update: a class registered in WEIGHTING_REGISTRY.
+    "STA.WEIGHTING.NAME": Key("EqualWeighting", registered(WEIGHTING_REGISTRY)),
+    # Learning rate of the method's own parameters (0: SOLVER.BASE_LR).
+    "STA.WEIGHTING.LR": Key(0.0, number(0)),
+})
 
 
 @dataclass
@@ -34,7 +40,8 @@ class WeightingStep:
     model: nn.Module  # the (unwrapped) multi-task model; see sta_d2.modeling.MultiTaskModel
     active: List[str]  # tasks allocated to at least one image of this step's batch
     iteration: int
-    inputs: List[dict] = field(default_factory=list)  # the step's batch, allocation attached
+    # the dataset index of each image of the step's batch (see sta_d2.data.DATASET_INDEX_KEY)
+    dataset_indices: List[int] = field(default_factory=list)
 
 
 class TaskWeighting(nn.Module):
@@ -42,12 +49,11 @@ class TaskWeighting(nn.Module):
     method's own) the gradients of this step, and return the per-task weights to log."""
 
     CONFIG_NAME = ""  # node of cfg.STA.WEIGHTING holding CONFIG
-    CONFIG: Dict = {}
-    CONFIG_SPECS: Dict[str, Spec] = {}  # per CONFIG key
+    CONFIG: Dict[str, Key] = {}
     #: whether the method differentiates gradients (a double backward through the model)
     double_backward = False
-    #: what the model must record in its training forward (see MultiTaskModel.record)
-    RECORDS: Tuple[str, ...] = ()
+    #: what the model must produce besides its losses (see MultiTaskModel.request_side_outputs)
+    SIDE_OUTPUTS: Tuple[str, ...] = ()
     #: file (in OUTPUT_DIR) that :meth:`export` writes after training; "" for none
     EXPORT_FILE = ""
 
@@ -56,38 +62,35 @@ class TaskWeighting(nn.Module):
         self.tasks = list(tasks)
 
     @classmethod
-    def config_key(cls, key: str) -> str:
-        """The config key of the hyper-parameter ``key`` of CONFIG."""
-        return f"STA.WEIGHTING.{cls.CONFIG_NAME}.{key}"
+    def hyper_parameters(cls, cfg) -> Dict:
+        """The values of ``CONFIG`` in ``cfg``, by constructor argument name."""
+        node = cfg.STA.WEIGHTING[cls.CONFIG_NAME] if cls.CONFIG else {}
+        return {argument_name(key): node[key] for key in cls.CONFIG}
 
     @classmethod
-    def check_config(cls, **values) -> None:
-        """Check hyper-parameter values, given by their CONFIG key, against CONFIG_SPECS."""
-        for key, value in values.items():
-            cls.CONFIG_SPECS[key].check(cls.config_key(key), value)
+    def from_config(cls, cfg, model, num_images: int) -> "TaskWeighting":
+        """The method for ``model`` (its ``tasks``, in order); ``num_images``: size of the
+        training set, whose images carry dataset indices 0..num_images-1."""
+        return cls(model.tasks, **cls.hyper_parameters(cfg))
+
+    def active_tasks(self, step: WeightingStep) -> List[str]:
+        """The method's tasks that are active this step, in the method's order."""
+        return [t for t in self.tasks if t in step.active]
 
     @classmethod
-    def from_config(cls, cfg, tasks: List[str], num_images: int) -> "TaskWeighting":
-        """``num_images``: size of the training set; its images carry dataset indices
-        0..num_images-1 (see sta_d2.data.DATASET_INDEX_KEY)."""
-        return cls(tasks)
-
-    def prepare_model(self, model: nn.Module) -> None:
-        """Raise STAConfigError if the method cannot train ``model``, else have the model record
-        what the method needs. A double backward cannot go through torchvision's roi_align,
-        which the R-CNN box and mask heads use."""
-        name = f"cfg.STA.WEIGHTING.NAME = {type(self).__name__!r}"
-        if self.double_backward and any(isinstance(m, ROIPooler) for m in model.modules()):
+    def check_model(cls, model: nn.Module) -> None:
+        """Raise STAConfigError if the method cannot train ``model``. A double backward cannot go
+        through torchvision's roi_align, which the R-CNN box and mask heads use."""
+        name = f"cfg.STA.WEIGHTING.NAME = {cls.__name__!r}"
+        if cls.double_backward and any(isinstance(m, ROIPooler) for m in model.modules()):
             raise STAConfigError(
                 f"{name} differentiates task gradients (double backward), which torchvision's "
                 "roi_align in the R-CNN heads does not support"
             )
-        missing = [r for r in self.RECORDS if r not in getattr(model, "RECORDABLE", ())]
+        missing = [r for r in cls.SIDE_OUTPUTS if r not in getattr(model, "SIDE_OUTPUTS", ())]
         if missing:
             raise STAConfigError(f"{name} needs the model's {missing} of each training forward, which "
                                  f"{type(model).__name__} does not provide (DenseMultiTaskNet does)")
-        if self.RECORDS:
-            model.record(self.RECORDS)
 
     def param_groups(self, cfg) -> List[dict]:
         """Optimizer parameter groups of the method's own parameters (none by default)."""
@@ -130,5 +133,19 @@ class LossWeighting(TaskWeighting):
         return {t: float(w.detach()) for t, w in weights.items()}
 
 
-def build_weighting(cfg, tasks: List[str], num_images: int) -> TaskWeighting:
-    return WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.NAME).from_config(cfg, tasks, num_images)
+def method_config_keys() -> Dict[str, Key]:
+    """The hyper-parameter keys of every registered method, by dotted name."""
+    return {f"STA.WEIGHTING.{cls.CONFIG_NAME}.{key}": declared
+            for _, cls in WEIGHTING_REGISTRY for key, declared in cls.CONFIG.items()}
+
+
+def build_weighting(cfg, model, num_images: int) -> TaskWeighting:
+    """The method ``cfg.STA.WEIGHTING.NAME`` for ``model`` (a multi-task model, see
+    :meth:`TaskWeighting.from_config`), which from now on produces the method's side outputs.
+    Raises STAConfigError if the method cannot train the model."""
+    cls = WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.NAME)
+    cls.check_model(model)
+    method = cls.from_config(cfg, model, num_images)
+    if cls.SIDE_OUTPUTS:
+        model.request_side_outputs(cls.SIDE_OUTPUTS)
+    return method

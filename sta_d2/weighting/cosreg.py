@@ -1,4 +1,4 @@
-from ..config import number
+from ..specs import Key, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import cosine_matrix, log_scalars, pair_values, split_parameters, task_gradients
 
@@ -8,7 +8,7 @@ class CosReg(TaskWeighting):
     """Orthogonal-gradient regularisation (Suteu and Guo, "Regularizing Deep Multi-Task Networks
     using Orthogonal Gradients", 2019).
 
-    Loss: sum_t L_t + LAMBDA * sum_{i<j} cos(g_i, g_j)^2, with g_t the gradient of L_t w.r.t. the
+    Loss: sum_t L_t + WEIGHT * sum_{i<j} cos(g_i, g_j)^2, with g_t the gradient of L_t w.r.t. the
     shared parameters (flattened), the squared cosine summed over the pairs of ACTIVE tasks (an
     absent task's gradient is zero and its cosine undefined; so is a zero gradient of an active
     task, which is left out too). The g_t are computed with ``create_graph=True`` and the loss is
@@ -18,27 +18,22 @@ class CosReg(TaskWeighting):
     apply to the R-CNN models (torchvision's roi_align has none; rejected when the trainer is
     built).
     Under DDP the g_t are averaged across processes with a differentiable all-reduce before the
-    cosines. Logged: ``cosreg/regulariser`` (the sum of squared cosines, before LAMBDA) and
+    cosines. Logged: ``cosreg/regulariser`` (the sum of squared cosines, before WEIGHT) and
     ``grad/mean_cosine``. Every task weight is reported as 1.
     """
 
     CONFIG_NAME = "COSREG"
-    CONFIG = {"LAMBDA": 0.1}
-    CONFIG_SPECS = {"LAMBDA": number(0)}
+    # the paper's lambda; 0.1 is our default (the paper's value was not available to us)
+    CONFIG = {"WEIGHT": Key(0.1, number(0))}
     double_backward = True
 
     def __init__(self, tasks, weight=0.1):
         super().__init__(tasks)
-        self.check_config(LAMBDA=weight)
         self.weight = float(weight)
-
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        return cls(tasks, cfg.STA.WEIGHTING.COSREG.LAMBDA)
 
     def backward(self, task_losses, step):
         shared, _ = split_parameters(step.model)
-        active = [t for t in self.tasks if t in step.active]
+        active = self.active_tasks(step)
         total = sum(task_losses[t] for t in self.tasks)
         grads, _ = task_gradients([task_losses[t] for t in active], shared, create_graph=True)
         grads = grads[grads.detach().norm(dim=1) > 0]

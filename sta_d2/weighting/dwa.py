@@ -1,8 +1,8 @@
 import torch
 
-from ..config import integer, number
+from ..comm import all_average
+from ..specs import Key, integer, number
 from .base import WEIGHTING_REGISTRY, LossWeighting
-from .gradients import all_average
 
 
 @WEIGHTING_REGISTRY.register()
@@ -22,12 +22,10 @@ class DynamicWeightAverage(LossWeighting):
     """
 
     CONFIG_NAME = "DWA"
-    CONFIG = {"WINDOW": 100, "TEMPERATURE": 2.0}
-    CONFIG_SPECS = {"WINDOW": integer(1), "TEMPERATURE": number(positive=True)}
+    CONFIG = {"WINDOW": Key(100, integer(1)), "TEMPERATURE": Key(2.0, number(positive=True))}
 
     def __init__(self, tasks, window=100, temperature=2.0):
         super().__init__(tasks)
-        self.check_config(WINDOW=window, TEMPERATURE=temperature)
         self.window, self.temperature = window, float(temperature)
         n = len(self.tasks)
         self.register_buffer("steps_in_window", torch.zeros((), dtype=torch.long))
@@ -36,11 +34,6 @@ class DynamicWeightAverage(LossWeighting):
         # means[0]: the task's last window mean, means[1]: the one before; known: how many are set.
         self.register_buffer("means", torch.zeros(2, n, dtype=torch.float64))
         self.register_buffer("known", torch.zeros(n, dtype=torch.long))
-
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        node = cfg.STA.WEIGHTING.DWA
-        return cls(tasks, node.WINDOW, node.TEMPERATURE)
 
     def weights(self, task_losses, step):
         if bool((self.known < 2).any()):
@@ -51,11 +44,11 @@ class DynamicWeightAverage(LossWeighting):
 
     def backward(self, task_losses, step):
         weights = super().backward(task_losses, step)
-        self.record(task_losses)
+        self.add_to_window(task_losses)
         return weights
 
     @torch.no_grad()
-    def record(self, task_losses):
+    def add_to_window(self, task_losses):
         """Add this step's non-zero task losses to the window; close it after WINDOW steps.
 
         Under DDP a task's loss is the mean over the processes where it is non-zero, so that every

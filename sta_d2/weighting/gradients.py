@@ -2,16 +2,17 @@
 
 Only the tasks of ``step.active`` are differentiated: an absent task's loss is an exact zero, its
 gradient a zero vector that would distort any combination. Under DDP every process holds the
-gradients of its own sub-batch; :func:`all_average` averages a per-task quantity across processes
+gradients of its own sub-batch; :func:`sta_d2.comm.all_average` averages a per-task quantity across processes
 (the stacked per-task gradient matrix, or a Gram matrix) before it is combined, so that every
 process combines the same gradients and takes the same step. At world size 1 it is a no-op.
 """
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import nn
+
+from ..comm import all_average
 
 
 def split_parameters(model) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
@@ -20,21 +21,6 @@ def split_parameters(model) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
     shared = list(model.shared_parameters())
     ids = {id(p) for p in shared}
     return shared, [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-
-
-def all_average(x: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
-    """Mean of ``x`` over the processes (``x`` itself at world size 1). ``differentiable``: through
-    ``torch.distributed.nn.functional.all_reduce``, for tensors built with ``create_graph``."""
-    world = comm.get_world_size()
-    if world == 1:
-        return x
-    if differentiable:
-        from torch.distributed.nn.functional import all_reduce
-
-        return all_reduce(x) / world
-    x = x.clone()
-    torch.distributed.all_reduce(x)
-    return x / world
 
 
 def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor], create_graph: bool = False,

@@ -1,9 +1,10 @@
 import torch
 from torch import nn
 
-from ..config import number
+from ..comm import all_average
+from ..specs import Key, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import all_average, log_scalars, task_gradients
+from .gradients import log_scalars, task_gradients
 
 MIN_WEIGHT = 1e-6
 
@@ -33,21 +34,15 @@ class GradNorm(TaskWeighting):
     """
 
     CONFIG_NAME = "GRADNORM"
-    CONFIG = {"ALPHA": 1.5}
-    CONFIG_SPECS = {"ALPHA": number(0)}
+    CONFIG = {"ALPHA": Key(1.5, number(0))}
 
     def __init__(self, tasks, alpha=1.5):
         super().__init__(tasks)
-        self.check_config(ALPHA=alpha)
         self.alpha = float(alpha)
         n = len(self.tasks)
         self.task_weights = nn.Parameter(torch.ones(n))
         self.register_buffer("initial_losses", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("has_initial_loss", torch.zeros(n, dtype=torch.bool))
-
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        return cls(tasks, cfg.STA.WEIGHTING.GRADNORM.ALPHA)
 
     @torch.no_grad()
     def renormalise(self):
@@ -57,7 +52,7 @@ class GradNorm(TaskWeighting):
 
     def backward(self, task_losses, step):
         self.renormalise()
-        index = [i for i, t in enumerate(self.tasks) if t in step.active]
+        index = [self.tasks.index(t) for t in self.active_tasks(step)]
         if index:
             losses = [task_losses[self.tasks[i]] for i in index]
             grads, _ = task_gradients(losses, [step.model.last_shared_layer()])

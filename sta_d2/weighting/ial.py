@@ -1,9 +1,9 @@
 import torch
 from torch import nn
 
-from ..config import LOG_VARIANCE, STAConfigError, text
+from ..specs import LOG_VARIANCE, Key, STAConfigError, text
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import backward_task_specific, split_parameters, task_gradients
+from .gradients import accumulate_gradient, backward_task_specific, split_parameters, task_gradients
 
 
 @WEIGHTING_REGISTRY.register()
@@ -36,12 +36,11 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
     """
 
     CONFIG_NAME = "IAL"
-    CONFIG = {"PRIMARY": "", "INIT_LOG_VAR": 0.0}
-    CONFIG_SPECS = {"PRIMARY": text(), "INIT_LOG_VAR": LOG_VARIANCE}  # PRIMARY: a task of the model
+    # PRIMARY: a task of the model ("": its first task)
+    CONFIG = {"PRIMARY": Key("", text()), "INIT_LOG_VAR": Key(0.0, LOG_VARIANCE)}
 
     def __init__(self, tasks, primary="", init_log_var=0.0):
         super().__init__(tasks)
-        self.check_config(PRIMARY=primary, INIT_LOG_VAR=init_log_var)
         primary = primary or self.tasks[0]
         if primary not in self.tasks:
             raise STAConfigError(f"cfg.STA.WEIGHTING.IAL.PRIMARY = {primary!r}: not a task of the model "
@@ -50,15 +49,10 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
         self.log_vars = nn.Parameter(torch.full((len(self.tasks),), float(init_log_var)))
         self.register_buffer("primary_grad_norm", torch.zeros((), dtype=torch.float64))
 
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        node = cfg.STA.WEIGHTING.IAL
-        return cls(tasks, node.PRIMARY, node.INIT_LOG_VAR)
-
     def backward(self, task_losses, step):
         shared, others = split_parameters(step.model)
-        active = [i for i, t in enumerate(self.tasks) if t in step.active]
-        rows, _ = task_gradients([task_losses[self.tasks[i]] for i in active], shared)
+        active = [self.tasks.index(t) for t in self.active_tasks(step)]
+        rows, reached = task_gradients([task_losses[self.tasks[i]] for i in active], shared)
         grads = dict(zip(active, rows))
 
         k = self.tasks.index(self.primary)
@@ -79,8 +73,5 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
 
         total = sum(torch.exp(-self.log_vars[i]) * task_losses[self.tasks[i]] + self.log_vars[i] for i in active)
         backward_task_specific(total, others + [self.log_vars])
-        offset = 0
-        for param in shared:
-            param.grad = combined[offset:offset + param.numel()].view_as(param).clone()
-            offset += param.numel()
+        accumulate_gradient(shared, combined, reached)
         return {t: float(torch.exp(-s[i])) for i, t in enumerate(self.tasks)}

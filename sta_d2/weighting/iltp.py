@@ -4,8 +4,7 @@ import os
 import torch
 from torch import nn
 
-from ..config import LOG_VARIANCE, number
-from ..data import DATASET_INDEX_KEY
+from ..specs import LOG_VARIANCE, Key, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 
 
@@ -14,8 +13,8 @@ class InstanceLevelTaskParameters(TaskWeighting):
     """Instance-level task parameters (ILTP; Vasu, Saxena and Tuzel, arXiv 2106.06129).
 
     Every training image i has one learnable parameter per task t, s_it = log sigma_it^2 (from
-    ``INIT``), indexed by the image's stable dataset index (``"dataset_index"``, given by
-    :func:`sta_d2.data.training_dataset_dicts`). With l_it the loss of task t on image i alone
+    ``INIT``), indexed by the image's stable dataset index (``WeightingStep.dataset_indices``,
+    given by :func:`sta_d2.data.training_dataset_dicts`). With l_it the loss of task t on image i alone
     (mean over its valid pixels), the step's loss is
 
         sum_t mean_{i allocated t} [exp(-s_it) l_it + s_it]  +  WEIGHT_DECAY / 2 * sum_{i, t} s_it^2,
@@ -28,34 +27,32 @@ class InstanceLevelTaskParameters(TaskWeighting):
     step's update to the batch's parameters), scaled by detectron2's LR schedule like every group.
     This is our reading of the paper's instance-level uncertainty form; its exact optimizer
     hyper-parameters were not available offline, so the defaults are ours. Per-image losses come
-    from the model (``RECORDS``): dense models only, as detectron2's R-CNN losses are normalised
+    from the model (``SIDE_OUTPUTS``): dense models only, as detectron2's R-CNN losses are normalised
     over the whole batch's sampled anchors and proposals, not per image.
     """
 
     CONFIG_NAME = "ILTP"
-    CONFIG = {"INIT": 0.0, "LR": 0.1, "MOMENTUM": 0.0, "WEIGHT_DECAY": 0.001}
-    CONFIG_SPECS = {"INIT": LOG_VARIANCE, "LR": number(0), "MOMENTUM": number(0), "WEIGHT_DECAY": number(0)}
-    RECORDS = ("image_losses",)
+    CONFIG = {"INIT": Key(0.0, LOG_VARIANCE), "LR": Key(0.1, number(0)), "MOMENTUM": Key(0.0, number(0)),
+              "WEIGHT_DECAY": Key(0.001, number(0))}
+    SIDE_OUTPUTS = ("image_losses",)
     EXPORT_FILE = "instance_task_parameters.csv"
 
     def __init__(self, tasks, num_images, init=0.0, lr=0.1, momentum=0.0, weight_decay=0.001):
         super().__init__(tasks)
-        self.check_config(INIT=init, LR=lr, MOMENTUM=momentum, WEIGHT_DECAY=weight_decay)
         if num_images < 1:
             raise ValueError("ILTP needs the number of training images (their dataset indices)")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
         self.log_vars = nn.Parameter(torch.full((num_images, len(self.tasks)), float(init)))
 
     @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        node = cfg.STA.WEIGHTING.ILTP
-        return cls(tasks, num_images, node.INIT, node.LR, node.MOMENTUM, node.WEIGHT_DECAY)
+    def from_config(cls, cfg, model, num_images):
+        return cls(model.tasks, num_images, **cls.hyper_parameters(cfg))
 
     def param_groups(self, cfg):
         return [{"params": [self.log_vars], "lr": self.lr, "momentum": self.momentum, "weight_decay": 0.0}]
 
     def backward(self, task_losses, step):
-        image_losses = step.model.records()["image_losses"]
+        image_losses = step.model.side_outputs()["image_losses"]
         total, weights = 0.0, {}
         for t, task in enumerate(self.tasks):
             if task not in image_losses:  # no image of this process has the task: its exact zero
@@ -63,7 +60,7 @@ class InstanceLevelTaskParameters(TaskWeighting):
                 weights[task] = 1.0
                 continue
             images, losses = image_losses[task]
-            rows = torch.tensor([step.inputs[i][DATASET_INDEX_KEY] for i in images], device=self.log_vars.device)
+            rows = torch.tensor([step.dataset_indices[i] for i in images], device=self.log_vars.device)
             s = self.log_vars[rows, t]
             total = total + (torch.exp(-s) * losses + s).mean() + 0.5 * self.weight_decay * (s ** 2).sum()
             weights[task] = float(torch.exp(-s.detach()).mean())

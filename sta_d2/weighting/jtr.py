@@ -1,8 +1,7 @@
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import STAConfigError, integer, number
-from ..modeling.dense.meta_arch import REGRESSION_CHANNELS
+from ..specs import Key, integer, number
 from .base import WEIGHTING_REGISTRY
 from .static import EqualWeighting
 
@@ -42,26 +41,19 @@ class JointTaskRegularization(EqualWeighting):
     """
 
     CONFIG_NAME = "JTR"
-    CONFIG = {"WEIGHT": 1.0, "CHANNELS": 64, "LATENT_CHANNELS": 32}
-    CONFIG_SPECS = {"WEIGHT": number(positive=True), "CHANNELS": integer(1), "LATENT_CHANNELS": integer(1)}
-    RECORDS = ("joint_outputs",)
+    CONFIG = {"WEIGHT": Key(1.0, number(positive=True)), "CHANNELS": Key(64, integer(1)),
+              "LATENT_CHANNELS": Key(32, integer(1))}
+    SIDE_OUTPUTS = ("joint_outputs",)
 
     def __init__(self, tasks, in_channels, weight=1.0, channels=64, latent_channels=32):
         super().__init__(tasks)
-        self.check_config(WEIGHT=weight, CHANNELS=channels, LATENT_CHANNELS=latent_channels)
         self.weight = float(weight)
         self.encoder = _conv_stack([in_channels, channels, channels, latent_channels], transpose=False)
         self.decoder = _conv_stack([latent_channels, channels, channels, in_channels], transpose=True)
 
     @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        unknown = [t for t in tasks if t != "sem_seg" and t not in REGRESSION_CHANNELS]
-        if unknown:
-            raise STAConfigError(f"cfg.STA.WEIGHTING.NAME = 'JointTaskRegularization': the model's tasks "
-                                 f"{unknown} are not dense tasks; JTR trains DenseMultiTaskNet")
-        in_channels = sum(cfg.MODEL.DENSE.NUM_CLASSES if t == "sem_seg" else REGRESSION_CHANNELS[t] for t in tasks)
-        node = cfg.STA.WEIGHTING.JTR
-        return cls(tasks, in_channels, node.WEIGHT, node.CHANNELS, node.LATENT_CHANNELS)
+    def from_config(cls, cfg, model, num_images):
+        return cls(model.tasks, model.joint_channels, **cls.hyper_parameters(cfg))
 
     def reconstruct(self, latent, size):
         return F.interpolate(self.decoder(latent), size=size, mode="bilinear", align_corners=False)
@@ -77,4 +69,4 @@ class JointTaskRegularization(EqualWeighting):
         return distance + reconstruction
 
     def regulariser(self, step):
-        return self.weight * self.joint_loss(*step.model.records()["joint_outputs"])
+        return self.weight * self.joint_loss(*step.model.side_outputs()["joint_outputs"])

@@ -1,8 +1,9 @@
 import torch
 
-from ..config import integer, one_of
+from ..comm import all_average
+from ..specs import Key, integer, one_of
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import all_average, task_gradients
+from .gradients import task_gradients
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -52,21 +53,14 @@ class MGDAUB(TaskWeighting):
     """
 
     CONFIG_NAME = "MGDA"
-    CONFIG = {"NORMALIZATION": "none", "ITERATIONS": 250}
-    CONFIG_SPECS = {"NORMALIZATION": one_of(NORMALIZATIONS), "ITERATIONS": integer(1)}
+    CONFIG = {"NORMALIZATION": Key("none", one_of(NORMALIZATIONS)), "ITERATIONS": Key(250, integer(1))}
 
     def __init__(self, tasks, normalization="none", iterations=250):
         super().__init__(tasks)
-        self.check_config(NORMALIZATION=normalization, ITERATIONS=iterations)
         self.normalization, self.iterations = normalization, iterations
 
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        node = cfg.STA.WEIGHTING.MGDA
-        return cls(tasks, node.NORMALIZATION, node.ITERATIONS)
-
     def backward(self, task_losses, step):
-        active = [t for t in self.tasks if t in step.active]
+        active = self.active_tasks(step)
         weights = {t: 0.0 for t in self.tasks}
         if active:
             grads, _ = task_gradients([task_losses[t] for t in active], step.model.shared_representation(),

@@ -2,7 +2,7 @@ from typing import List
 
 import torch
 
-from ..config import SEED
+from ..specs import SEED, Key
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import (
     accumulate_gradient,
@@ -50,17 +50,11 @@ class PCGrad(TaskWeighting):
     """
 
     CONFIG_NAME = "PCGRAD"
-    CONFIG = {"SEED": 0}
-    CONFIG_SPECS = {"SEED": SEED}
+    CONFIG = {"SEED": Key(0, SEED)}
 
     def __init__(self, tasks, seed=0):
         super().__init__(tasks)
-        self.check_config(SEED=seed)
         self.generator = torch.Generator().manual_seed(seed)
-
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        return cls(tasks, cfg.STA.WEIGHTING.PCGRAD.SEED)
 
     def get_extra_state(self):
         return self.generator.get_state()
@@ -78,7 +72,7 @@ class PCGrad(TaskWeighting):
 
     def backward(self, task_losses, step):
         shared, specific = split_parameters(step.model)
-        active = [t for t in self.tasks if t in step.active]
+        active = self.active_tasks(step)
         grads, reached = task_gradients([task_losses[t] for t in active], shared)
         if len(active) > 1:
             log_scalars({"pcgrad/conflict_fraction": float(pair_values(grads @ grads.T < 0).float().mean()),

@@ -1,6 +1,6 @@
 import torch
 
-from ..config import FLOAT32_MAX, STAConfigError, list_of, number
+from ..specs import FLOAT32_MAX, Key, STAConfigError, list_of, number
 from .base import WEIGHTING_REGISTRY, LossWeighting
 
 
@@ -17,22 +17,16 @@ class StaticWeighting(LossWeighting):
     """Constant per-task weights, ``cfg.STA.WEIGHTING.STATIC.WEIGHTS`` in the model's task order."""
 
     CONFIG_NAME = "STATIC"
-    CONFIG = {"WEIGHTS": []}
-    CONFIG_SPECS = {"WEIGHTS": list_of(number(0, FLOAT32_MAX))}
+    CONFIG = {"WEIGHTS": Key([], list_of(number(0, FLOAT32_MAX)))}
 
     def __init__(self, tasks, weights):
         super().__init__(tasks)
-        self.check_config(WEIGHTS=weights)
         if len(weights) != len(tasks):
             raise STAConfigError(
                 f"cfg.STA.WEIGHTING.STATIC.WEIGHTS = {list(weights)}: give one weight per task of the "
                 f"model, in its order {self.tasks}"
             )
         self.register_buffer("task_weights", torch.tensor([float(w) for w in weights]))
-
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        return cls(tasks, list(cfg.STA.WEIGHTING.STATIC.WEIGHTS))
 
     def weights(self, task_losses, step):
         return dict(zip(self.tasks, self.task_weights))

@@ -1,8 +1,7 @@
 import torch
 from torch import nn
 
-from ..config import LOG_VARIANCE
-
+from ..specs import LOG_VARIANCE, Key
 from .base import WEIGHTING_REGISTRY, LossWeighting
 
 
@@ -17,20 +16,14 @@ class UncertaintyWeighting(LossWeighting):
     """
 
     CONFIG_NAME = "UW"
-    CONFIG = {"INIT_LOG_VAR": 0.0}
-    CONFIG_SPECS = {"INIT_LOG_VAR": LOG_VARIANCE}
+    CONFIG = {"INIT_LOG_VAR": Key(0.0, LOG_VARIANCE)}
 
     def __init__(self, tasks, init_log_var=0.0):
         super().__init__(tasks)
-        self.check_config(INIT_LOG_VAR=init_log_var)
         self.log_vars = nn.Parameter(torch.full((len(tasks),), float(init_log_var)))
-
-    @classmethod
-    def from_config(cls, cfg, tasks, num_images):
-        return cls(tasks, cfg.STA.WEIGHTING.UW.INIT_LOG_VAR)
 
     def weights(self, task_losses, step):
         return {t: torch.exp(-self.log_vars[i]) for i, t in enumerate(self.tasks)}
 
     def regulariser(self, step):
-        return sum(self.log_vars[i] for i, t in enumerate(self.tasks) if t in step.active)
+        return sum(self.log_vars[self.tasks.index(t)] for t in self.active_tasks(step))

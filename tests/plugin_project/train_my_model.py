@@ -31,6 +31,7 @@ cfg.merge_from_list([
     "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.001",
     "SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "()", "OUTPUT_DIR", output_dir,
 ])
+sta_d2.validate_sta_config(cfg)  # the config is finished: check sta_d2's keys once
 
 trainer = sta_d2.STATrainer(cfg)
 trainer.resume_or_load(resume=False)

@@ -1,23 +1,24 @@
 """What the dense multi-task datasets share: reading and decoding their files, and registration.
 
 Each dataset dict names its layout under ``"dense_format"`` (one of :data:`DENSE_FORMATS`) and
-its files under ``"file_name"`` and ``"<task>_file_name"``. :func:`read_dense_sample` decodes
-them to one convention, whatever the layout:
+its files under ``"file_name"`` and ``"<task>_file_name"``, for tasks of ``sta_d2.dense_tasks``.
+:func:`read_dense_sample` decodes them to one convention, whatever the layout: ``"image"``
+float32 (H, W, 3), RGB, 0..255, and each task's target as its descriptor defines it, e.g.
 
-- ``"image"``: float32 (H, W, 3), RGB, 0..255;
 - ``"sem_seg"``: int64 (H, W), classes 0..C-1, 255 = ignore;
 - ``"depth"``: float32 (H, W), metres, 0 = invalid;
 - ``"normal"``: float32 (H, W, 3), unit vectors, all zero = invalid;
 - ``"disparity"``: float32 (H, W), 0 = invalid.
 
-A dict only has the ``"<task>_file_name"`` of the tasks its image is labelled for: all of its
-dataset's tasks, unless the dataset is loaded (and registered) as ``partially_labelled``.
-A file that cannot be read (truncated, not an image or .npy), has the wrong dtype, values or
-shape, or whose size differs from its image's (or the image's from the dict's height/width)
-raises an error naming it. NaN, inf and negative depth or disparity, and normals with a NaN or
-inf component, are invalid pixels (0); NaN or inf in an image is an error.
+A task is read by its layout's reader in :data:`DENSE_FORMATS` or, if the layout has none, by
+its descriptor's default reader (a ``.npy`` file). A dict only has the ``"<task>_file_name"`` of
+the tasks its image is labelled for: all of its dataset's tasks, unless the dataset is loaded
+(and registered) as ``partially_labelled``. A file that cannot be read (truncated, not an image
+or .npy), has the wrong dtype, values or shape, or whose size differs from its image's (or the
+image's from the dict's height/width) raises an error naming it. NaN, inf and negative depth or
+disparity, and normals with a NaN or inf component, are invalid pixels (0); NaN or inf in an
+image is an error.
 """
-import functools
 import logging
 import os
 import re
@@ -26,35 +27,25 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-DENSE_TASK_NAMES = ("sem_seg", "depth", "normal", "disparity")
-IGNORE_LABEL = 255
-_HINT = "see datasets/README.md for the dense layouts"
+from ...dense_tasks import build_dense_task, dense_task_names
+from ...dense_tasks.base import DATA_HINT, fail_file, load_npy
+from ...dense_tasks.sem_seg import IGNORE_LABEL, SemSegTask, integer_labels
+
 logger = logging.getLogger(__name__)
-
-
-def _fail(path, why):
-    raise ValueError(f"{path}: {why}; {_HINT}")
-
-
-def _load_npy(path):
-    try:
-        return np.load(path)
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as e:
-        _fail(path, f"not a readable .npy file ({e})")
+# The built-in dense tasks, for code written before the task registry (see dense_task_names).
+DENSE_TASK_NAMES = tuple(dense_task_names())
 
 
 def _npy_image(path):
     """A float (H, W, 3) RGB image in [0, 1] (mtan's layouts), scaled to 0..255."""
-    image = _load_npy(path)
+    image = load_npy(path)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype.kind != "f":
-        _fail(path, f"image of dtype {image.dtype} and shape {image.shape}; expected float "
-                    "(H, W, 3) in [0, 1]")
+        fail_file(path, f"image of dtype {image.dtype} and shape {image.shape}; expected float "
+                        "(H, W, 3) in [0, 1]")
     if not np.isfinite(image).all():
-        _fail(path, "image holds NaN or inf values")
+        fail_file(path, "image holds NaN or inf values")
     if image.size and (image.min() < 0 or image.max() > 1 + 1e-3):
-        _fail(path, f"image values in [{image.min()}, {image.max()}]; expected [0, 1]")
+        fail_file(path, f"image values in [{image.min()}, {image.max()}]; expected [0, 1]")
     return image.astype(np.float32) * 255
 
 
@@ -67,7 +58,7 @@ def _pil_pixels(path, mode=None):
     except FileNotFoundError:
         raise
     except Exception as e:  # whatever PIL raises on a broken file (OSError, SyntaxError, ...)
-        _fail(path, f"not a readable image ({type(e).__name__}: {e})")
+        fail_file(path, f"not a readable image ({type(e).__name__}: {e})")
 
 
 def _rgb_file(path):
@@ -75,104 +66,51 @@ def _rgb_file(path):
     return _pil_pixels(path, "RGB").astype(np.float32)
 
 
-def _labels_2d(path, labels, low, high):
-    """``labels`` as int64 after checking it is 2-D and holds integers in [low, high]."""
-    if labels.ndim != 2 or labels.dtype.kind not in "iuf":
-        _fail(path, f"label map of dtype {labels.dtype} and shape {labels.shape}; expected "
-                    "integers (H, W)")
-    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-        _fail(path, "label map holds non-integer values")
-    labels = labels.astype(np.int64)
-    bad = labels[(labels < low) | (labels > high)]
-    if bad.size:
-        _fail(path, f"label value {bad[0]} outside {low}..{high}")
-    return labels
-
-
-def _npy_label(path, num_classes):
-    """mtan's labels: 0..C-1, -1 = ignore."""
-    labels = _labels_2d(path, _load_npy(path), -1, num_classes - 1)
-    labels[labels == -1] = IGNORE_LABEL
-    return labels
-
-
 def _png_labels(path):
     labels = _pil_pixels(path)
     if labels.dtype != np.uint8:
-        _fail(path, f"label image of dtype {labels.dtype}; expected an 8-bit PNG")
+        fail_file(path, f"label image of dtype {labels.dtype}; expected an 8-bit PNG")
     return labels
 
 
 def _nyud_png_label(path):
     """NYUD-MT's segmentation PNGs: 0 = unlabelled (ignore), 1..40 = classes 0..39."""
-    labels = _labels_2d(path, _png_labels(path), 0, 40) - 1
+    labels = integer_labels(path, _png_labels(path), 0, 40) - 1
     labels[labels == -1] = IGNORE_LABEL
     return labels
 
 
 def _train_id_png(path):
     """Cityscapes' ``*_labelTrainIds.png``: 0..18, 255 = ignore."""
-    labels = _labels_2d(path, _png_labels(path), 0, 255)
+    labels = integer_labels(path, _png_labels(path), 0, 255)
     bad = labels[(labels >= 19) & (labels != IGNORE_LABEL)]
     if bad.size:
-        _fail(path, f"train id {bad[0]} is neither 0..18 nor 255")
+        fail_file(path, f"train id {bad[0]} is neither 0..18 nor 255")
     return labels
-
-
-def _npy_map(path, what):
-    """A float (H, W) or (H, W, 1) map; NaN, inf and negative values become 0 (invalid)."""
-    values = _load_npy(path)
-    if values.ndim == 3 and values.shape[2] == 1:
-        values = values[..., 0]
-    if values.ndim != 2 or values.dtype.kind != "f":
-        _fail(path, f"{what} of dtype {values.dtype} and shape {values.shape}; expected float "
-                    "(H, W) or (H, W, 1)")
-    values = values.astype(np.float32)
-    values[~np.isfinite(values) | (values < 0)] = 0
-    return values
-
-
-def _npy_normal(path):
-    """Surface normals (H, W, 3) in [-1, 1] (both NYUv2 layouts), normalised; zero = invalid.
-    A pixel with a NaN or inf component is invalid as a whole (zeroing only that component
-    would leave a wrong but valid-looking direction)."""
-    normals = _load_npy(path)
-    if normals.ndim != 3 or normals.shape[2] != 3 or normals.dtype.kind != "f":
-        _fail(path, f"normals of dtype {normals.dtype} and shape {normals.shape}; expected float "
-                    "(H, W, 3)")
-    normals = normals.astype(np.float32)
-    normals[~np.isfinite(normals).all(axis=2)] = 0
-    if normals.size and np.abs(normals).max() > 1 + 1e-3:
-        _fail(path, f"normal components up to {np.abs(normals).max()}; expected [-1, 1]")
-    norm = np.linalg.norm(normals, axis=2, keepdims=True)
-    return np.divide(normals, norm, out=np.zeros_like(normals), where=norm > 0)
 
 
 def _disparity_png(path):
     """Cityscapes' 16-bit disparity PNG: d = (p - 1) / 256 for p > 0, p = 0 invalid."""
     p = _pil_pixels(path)
     if p.ndim != 2 or p.dtype not in (np.uint16, np.int32):
-        _fail(path, f"disparity image of dtype {p.dtype} and shape {p.shape}; expected a 16-bit "
-                    "single-channel PNG")
+        fail_file(path, f"disparity image of dtype {p.dtype} and shape {p.shape}; expected a 16-bit "
+                        "single-channel PNG")
     return np.where(p > 0, (p.astype(np.float32) - 1) / 256, 0).astype(np.float32)
 
 
-# layout -> {"image" or task: reader(path) -> decoded array}
+# layout -> {"image" or task: reader(path) -> decoded array}; a task the layout has no reader
+# for is read by its descriptor's default reader (DenseTask.read).
 DENSE_FORMATS = {
-    "nyuv2_npy": {"image": _npy_image, "sem_seg": functools.partial(_npy_label, num_classes=13),
-                  "depth": functools.partial(_npy_map, what="depth"), "normal": _npy_normal},
-    "nyud_mt": {"image": _rgb_file, "sem_seg": _nyud_png_label,
-                "depth": functools.partial(_npy_map, what="depth"), "normal": _npy_normal},
+    "nyuv2_npy": {"image": _npy_image, "sem_seg": SemSegTask(num_classes=13).read},
+    "nyud_mt": {"image": _rgb_file, "sem_seg": _nyud_png_label},
     "cityscapes": {"image": _rgb_file, "sem_seg": _train_id_png, "disparity": _disparity_png},
-    "cityscapes_npy": {"image": _npy_image,
-                       "sem_seg": functools.partial(_npy_label, num_classes=19),
-                       "disparity": functools.partial(_npy_map, what="disparity")},
+    "cityscapes_npy": {"image": _npy_image, "sem_seg": SemSegTask(num_classes=19).read},
 }
 
 
 def dense_tasks_of(record):
-    """The tasks a dataset dict has files for, in :data:`DENSE_TASK_NAMES` order."""
-    return [t for t in DENSE_TASK_NAMES if f"{t}_file_name" in record]
+    """The registered dense tasks a dataset dict has files for, in registration order."""
+    return [t for t in dense_task_names() if f"{t}_file_name" in record]
 
 
 def read_dense_sample(record):
@@ -189,14 +127,15 @@ def read_dense_sample(record):
     sample = {"image": readers["image"](record["file_name"])}
     size = sample["image"].shape[:2]
     if "height" in record and (record["height"], record["width"]) != size:
-        _fail(record["file_name"], f"image of size {size} but its dataset dict says "
-                                   f"{(record['height'], record['width'])}")
+        fail_file(record["file_name"], f"image of size {size} but its dataset dict says "
+                                       f"{(record['height'], record['width'])}")
     for task in dense_tasks_of(record):
         path = record[f"{task}_file_name"]
-        sample[task] = readers[task](path)
+        read = readers.get(task) or build_dense_task(task).read
+        sample[task] = read(path)
         if sample[task].shape[:2] != size:
-            _fail(path, f"{task} target of size {sample[task].shape[:2]} but its image "
-                        f"{record['file_name']} is {size}")
+            fail_file(path, f"{task} target of size {sample[task].shape[:2]} but its image "
+                            f"{record['file_name']} is {size}")
     return sample
 
 
@@ -206,7 +145,7 @@ def _numbered_npy(directory):
     for name in os.listdir(directory):
         if name.endswith(".npy"):
             if not re.fullmatch(r"\d+\.npy", name):
-                _fail(os.path.join(directory, name), "not named <index>.npy")
+                fail_file(os.path.join(directory, name), "not named <index>.npy")
             files[int(name[:-4])] = os.path.join(directory, name)
     return files
 
@@ -218,7 +157,7 @@ def log_labelled_counts(source, records, tasks):
     counts = {task: sum(f"{task}_file_name" in r for r in records) for task in tasks}
     if not any(dense_tasks_of(r) for r in records):
         raise FileNotFoundError(f"{source}: none of its {len(records)} images has a target of "
-                                f"any task {list(tasks)}; {_HINT}")
+                                f"any task {list(tasks)}; {DATA_HINT}")
     logger.info(f"{source}: {len(records)} images, labelled for "
                 + ", ".join(f"{task}: {n}" for task, n in counts.items()))
 
@@ -235,7 +174,7 @@ def load_numbered_npy(split_dir, targets, dense_format, *, partially_labelled=Fa
     for sub in required:
         if not os.path.isdir(os.path.join(split_dir, sub)):
             raise FileNotFoundError(f"directory {os.path.join(split_dir, sub)} does not exist; "
-                                    f"{_HINT}")
+                                    f"{DATA_HINT}")
     images = _numbered_npy(os.path.join(split_dir, "image"))
     if not images:
         raise FileNotFoundError(f"no <index>.npy images in {os.path.join(split_dir, 'image')}")
@@ -258,9 +197,9 @@ def load_numbered_npy(split_dir, targets, dense_format, *, partially_labelled=Fa
         try:
             shape = np.load(record["file_name"], mmap_mode="r").shape
         except (OSError, ValueError) as e:
-            _fail(record["file_name"], f"not a readable .npy file ({e})")
+            fail_file(record["file_name"], f"not a readable .npy file ({e})")
         if len(shape) != 3:
-            _fail(record["file_name"], f"image of shape {shape}; expected (H, W, 3)")
+            fail_file(record["file_name"], f"image of shape {shape}; expected (H, W, 3)")
         record["height"], record["width"] = shape[:2]
     records = list(records.values())
     if partially_labelled:
@@ -268,19 +207,23 @@ def load_numbered_npy(split_dir, targets, dense_format, *, partially_labelled=Fa
     return records
 
 
-def register_dense_dataset(name, loader, *, tasks, classes, depth_unit, partially_labelled=False,
-                           **metadata):
+def register_dense_dataset(name, loader, *, tasks, classes=None, partially_labelled=False, **metadata):
     """Register ``name`` (dataset dicts from ``loader()``) with the dense metadata: evaluator_type
-    "dense", dense_tasks (the tasks its images may be labelled for), stuff_classes, ignore_label
-    255, depth_unit and partially_labelled (whether an image may lack some of the targets; the
-    loader must then be one that allows it)."""
+    "dense", dense_tasks (``tasks``, registered dense tasks its images may be labelled for),
+    stuff_classes (``classes``, if given), ignore_label 255, partially_labelled (whether an image
+    may lack some of the targets; the loader must then be one that allows it) and ``metadata``
+    (e.g. depth_unit)."""
+    unknown = [t for t in tasks if t not in dense_task_names()]
+    if unknown:
+        raise ValueError(f"dense dataset {name!r}: {unknown} are not registered dense tasks "
+                         f"({dense_task_names()})")
+    if classes is not None:
+        metadata["stuff_classes"] = list(classes)
     DatasetCatalog.register(name, loader)
     MetadataCatalog.get(name).set(
         evaluator_type="dense",
         dense_tasks=tuple(tasks),
-        stuff_classes=list(classes),
         ignore_label=IGNORE_LABEL,
-        depth_unit=depth_unit,
         partially_labelled=partially_labelled,
         **metadata,
     )

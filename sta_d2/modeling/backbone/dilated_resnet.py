@@ -2,7 +2,15 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
-from ...config import check_keys
+from ...specs import ConfigKeys, Key, one_of
+
+OUTPUT_STRIDES = (8, 16, 32)
+
+CONFIG_KEYS = ConfigKeys({
+    # "build_dilated_resnet_backbone": detectron2's ResNet with res4/res5 dilated instead of
+    # strided down to this output stride (8, 16 or 32).
+    "MODEL.RESNETS.OUTPUT_STRIDE": Key(8, one_of(OUTPUT_STRIDES)),
+})
 
 
 def _dilate_block(block, dilation):
@@ -20,7 +28,6 @@ def build_dilated_resnet_backbone(cfg, input_shape: ShapeSpec):
     """detectron2's ResNet (same modules and parameter names, so its ImageNet weights load) with
     res4 and res5 dilated rather than strided, for an output stride of
     ``cfg.MODEL.RESNETS.OUTPUT_STRIDE`` (8: res4 x2 and res5 x4; 16: res5 x2; 32: plain)."""
-    check_keys(cfg, "MODEL.RESNETS.OUTPUT_STRIDE")
     output_stride = cfg.MODEL.RESNETS.OUTPUT_STRIDE
     resnet = build_resnet_backbone(cfg, input_shape)
     dilation = 1

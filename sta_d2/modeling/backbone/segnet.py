@@ -5,7 +5,26 @@ from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from ...config import check_keys
+from ...specs import GROUP_NORM_GROUPS, NORMS, ConfigKeys, Key, fail, integer, list_of, one_of
+
+CONFIG_KEYS = ConfigKeys({
+    # "build_segnet_backbone": the SegNet encoder-decoder of the NYUv2-13 experiments; the widths
+    # and numbers of 3x3 convolutions of its blocks, and their norm.
+    "MODEL.SEGNET.WIDTHS": Key([64, 128, 256, 512, 512], list_of(integer(1), nonempty=True)),
+    "MODEL.SEGNET.NUM_CONVS": Key([2, 2, 3, 3, 3], list_of(integer(1), nonempty=True)),
+    "MODEL.SEGNET.NORM": Key("BN", one_of(NORMS)),
+})
+
+
+@CONFIG_KEYS.rule("MODEL.SEGNET.WIDTHS", "MODEL.SEGNET.NUM_CONVS", "MODEL.SEGNET.NORM")
+def _segnet_blocks_fit(cfg):
+    segnet = cfg.MODEL.SEGNET
+    if len(segnet.WIDTHS) != len(segnet.NUM_CONVS):
+        fail("MODEL.SEGNET.NUM_CONVS", segnet.NUM_CONVS,
+             f"needs one entry per block of cfg.MODEL.SEGNET.WIDTHS = {list(segnet.WIDTHS)}")
+    if segnet.NORM == "GN" and any(w % GROUP_NORM_GROUPS for w in segnet.WIDTHS):
+        fail("MODEL.SEGNET.WIDTHS", segnet.WIDTHS, f"must be divisible by {GROUP_NORM_GROUPS} with "
+             f"cfg.MODEL.SEGNET.NORM = 'GN' (GroupNorm with {GROUP_NORM_GROUPS} groups)")
 
 
 def _conv_block(in_channels: int, out_channels: int, num_convs: int, norm: str) -> nn.Sequential:
@@ -59,5 +78,4 @@ class SegNet(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_segnet_backbone(cfg, input_shape: ShapeSpec):
-    check_keys(cfg, "MODEL.SEGNET")
     return SegNet(input_shape.channels, cfg.MODEL.SEGNET.WIDTHS, cfg.MODEL.SEGNET.NUM_CONVS, cfg.MODEL.SEGNET.NORM)

@@ -1,4 +1,7 @@
-"""Dense multi-task models: tasks "sem_seg", "depth", "disparity" and "normal"."""
+"""Dense multi-task models: a shared backbone and one head per task of ``sta_d2.dense_tasks``."""
+from ...dense_tasks import dense_task_names
 from .heads import DENSE_HEAD_REGISTRY, ASPPHead, SegNetHead
-from .losses import cosine_loss, l1_loss, segmentation_loss
-from .meta_arch import DENSE_TASKS, DenseMultiTaskNet
+from .meta_arch import DenseMultiTaskNet
+
+# The built-in dense tasks, for code written before the task registry (see dense_task_names).
+DENSE_TASKS = tuple(dense_task_names())

@@ -5,8 +5,31 @@ from detectron2.layers import ASPP, Conv2d, get_norm
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ...specs import GROUP_NORM_GROUPS, NORMS, ConfigKeys, Key, fail, integer, list_of, one_of, registered
+
 DENSE_HEAD_REGISTRY = Registry("DENSE_HEAD")
 DENSE_HEAD_REGISTRY.__doc__ = "Heads of DenseMultiTaskNet: (cfg, in_channels, out_channels) -> nn.Module."
+
+CONFIG_KEYS = ConfigKeys({
+    # The head of every task: "ASPPHead" (DeepLab-style) or "SegNetHead" (any head registered in
+    # DENSE_HEAD_REGISTRY).
+    "MODEL.DENSE.HEAD_NAME": Key("ASPPHead", registered(DENSE_HEAD_REGISTRY)),
+    # Channels of ASPPHead's layers.
+    "MODEL.DENSE.HEAD_CHANNELS": Key(256, integer(1)),
+    # Dilations of ASPPHead's three atrous convolutions (detectron2's ASPP takes 3).
+    "MODEL.DENSE.ASPP_DILATIONS": Key([12, 24, 36], list_of(integer(1), lengths=(3,))),
+    # Norm of ASPPHead's layers; GroupNorm by default: with allocation a head may see a sub-batch
+    # of one image.
+    "MODEL.DENSE.HEAD_NORM": Key("GN", one_of(NORMS)),
+})
+
+
+@CONFIG_KEYS.rule("MODEL.DENSE.HEAD_CHANNELS", "MODEL.DENSE.HEAD_NORM")
+def _head_channels_fit_norm(cfg):
+    dense = cfg.MODEL.DENSE
+    if dense.HEAD_NORM == "GN" and dense.HEAD_CHANNELS % GROUP_NORM_GROUPS:
+        fail("MODEL.DENSE.HEAD_CHANNELS", dense.HEAD_CHANNELS, f"must be divisible by {GROUP_NORM_GROUPS} "
+             f"with cfg.MODEL.DENSE.HEAD_NORM = 'GN' (GroupNorm with {GROUP_NORM_GROUPS} groups)")
 
 
 @DENSE_HEAD_REGISTRY.register()

@@ -1,5 +1,5 @@
 """DenseMultiTaskNet: a shared backbone with one head per dense task."""
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -8,76 +8,110 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 
-from ...config import STAConfigError, check_keys
+from ...dense_tasks import DenseTask, build_dense_task, dense_task_names, get_dense_task
+from ...specs import ConfigKeys, Key, fail, integer, list_of, one_of, text
 from ..allocation_scope import connected_zero
 from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
 from .heads import DENSE_HEAD_REGISTRY
-from .losses import cosine_loss, l1_loss, segmentation_loss
 
-# Output channels of the regression tasks ("sem_seg" has MODEL.DENSE.NUM_CLASSES).
-REGRESSION_CHANNELS = {"depth": 1, "disparity": 1, "normal": 3}
-DENSE_TASKS = ("sem_seg", *REGRESSION_CHANNELS)
+CONFIG_KEYS = ConfigKeys({
+    # The tasks, one head each: names of tasks registered in sta_d2.dense_tasks ("sem_seg",
+    # "depth" (metres), "disparity" (pixels), "normal").
+    "MODEL.DENSE.TASKS": Key(["sem_seg", "depth"], list_of(one_of(dense_task_names), nonempty=True, distinct=True)),
+    # Classes of the tasks that have classes ("sem_seg").
+    "MODEL.DENSE.NUM_CLASSES": Key(13, integer(1)),
+    # The label those tasks ignore; compared with int64 labels.
+    "MODEL.DENSE.IGNORE_VALUE": Key(255, integer(-2 ** 63, 2 ** 63 - 1)),
+    # The backbone output the heads read (one of the backbone's outputs: checked when it is built).
+    "MODEL.DENSE.IN_FEATURE": Key("res5", text(nonempty=True)),
+})
+
+
+@CONFIG_KEYS.rule("MODEL.DENSE.TASKS", "MODEL.DENSE.NUM_CLASSES", "MODEL.DENSE.IGNORE_VALUE")
+def _ignore_value_is_no_class(cfg):
+    dense = cfg.MODEL.DENSE
+    ignoring = [t for t in dense.TASKS if "ignore_value" in get_dense_task(t).CONTEXT]
+    if ignoring and 0 <= dense.IGNORE_VALUE < dense.NUM_CLASSES:
+        fail("MODEL.DENSE.IGNORE_VALUE", dense.IGNORE_VALUE,
+             f"is a class label (0..{dense.NUM_CLASSES - 1}) of cfg.MODEL.DENSE.NUM_CLASSES = "
+             f"{dense.NUM_CLASSES}; the label {', '.join(ignoring)} ignores must be none of them")
 
 
 @META_ARCH_REGISTRY.register()
 class DenseMultiTaskNet(MultiTaskModel, nn.Module):
     """Shared backbone (e.g. a dilated ResNet-50 or SegNet) and one head per task.
 
-    Inputs: detectron2-style dicts with ``"image"`` (3, H, W) and, in training, one target per
-    task under the task's name (``"sem_seg"`` (H, W) int64 with the ignore value; ``"depth"`` and
-    ``"disparity"`` (1, H, W), 0 = invalid; ``"normal"`` (3, H, W), 0 = invalid). In training a
-    task's head runs only on the images allocated that task (``"sta_tasks"``), so its loss (a
-    mean over those images' valid pixels) is the loss of that sub-batch, and images not
-    allocated a task cost that head nothing. Returns ``{"loss_<task>": ...}`` in training and,
-    at inference, one dict per image with each task's prediction at the input resolution
-    (``"sem_seg"``: class logits (C, H, W); ``"normal"``: unit vectors).
+    Each task is a descriptor of ``sta_d2.dense_tasks``, which gives its head's channels, the
+    form of its targets, its loss and its predictions. Inputs: detectron2-style dicts with
+    ``"image"`` (3, H, W) and, in training, one target per task under the task's name (as
+    ``DenseDatasetMapper`` makes it, e.g. ``"sem_seg"`` (H, W) int64 with the ignore value,
+    ``"depth"`` (1, H, W) with 0 = invalid). In training a task's head runs only on the images
+    allocated that task (``"sta_tasks"``), so its loss (a mean over those images' valid pixels)
+    is the loss of that sub-batch, and images not allocated a task cost that head nothing.
+    Returns ``{"loss_<task>": ...}`` in training and, at inference, one dict per image with each
+    task's output (:meth:`DenseTask.inference_output`: class logits (C, H, W) for sem_seg, unit
+    normals) at the input resolution.
 
-    Recordable for weighting methods (:meth:`MultiTaskModel.record`): ``"image_losses"``, per
-    task (allocated image indices, per-image losses) (ILTP); ``"joint_outputs"``, see
-    :meth:`joint_outputs` (JTR; every head then runs on every image).
+    Side outputs for weighting methods (:meth:`MultiTaskModel.request_side_outputs`):
+    ``"image_losses"``, per task (allocated image indices, per-image losses) (ILTP);
+    ``"joint_outputs"``, see :meth:`joint_outputs` (JTR; every head then runs on every image).
     """
 
-    RECORDABLE = ("image_losses", "joint_outputs")
+    SIDE_OUTPUTS = ("image_losses", "joint_outputs")
 
     @configurable
-    def __init__(self, *, backbone, in_feature: str, heads: Dict[str, nn.Module], ignore_value: int,
-                 pixel_mean: List[float], pixel_std: List[float]):
+    def __init__(self, *, backbone, in_feature: str, heads: Dict[str, nn.Module],
+                 dense_tasks: Sequence[DenseTask], pixel_mean: List[float], pixel_std: List[float]):
+        """
+        Args:
+            heads: task name -> its head, in the order of the tasks.
+            dense_tasks: the descriptors of the tasks of ``heads``.
+        """
         super().__init__()
         self.backbone = backbone
         self.in_feature = in_feature
         self.heads = nn.ModuleDict(heads)
         self.tasks = list(heads)
-        self.ignore_value = ignore_value
+        self.dense_tasks = {t.name: t for t in dense_tasks}
+        if list(self.dense_tasks) != self.tasks:
+            raise ValueError(f"heads of tasks {self.tasks} given with descriptors of {list(self.dense_tasks)}")
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.track_shared_representation()
 
     @classmethod
     def from_config(cls, cfg):
-        check_keys(cfg, "MODEL.DENSE")  # the heads read it too
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_feature = cfg.MODEL.DENSE.IN_FEATURE
         if in_feature not in shapes:
-            raise STAConfigError(
-                f"cfg.MODEL.DENSE.IN_FEATURE = {in_feature!r}: the backbone outputs {sorted(shapes)}"
-            )
+            fail("MODEL.DENSE.IN_FEATURE", in_feature, f"the backbone outputs {sorted(shapes)}")
         head_cls = DENSE_HEAD_REGISTRY.get(cfg.MODEL.DENSE.HEAD_NAME)
-        channels = {"sem_seg": cfg.MODEL.DENSE.NUM_CLASSES, **REGRESSION_CHANNELS}
-        tasks = resolve_tasks(cfg, list(cfg.MODEL.DENSE.TASKS))
+        context = {"num_classes": cfg.MODEL.DENSE.NUM_CLASSES, "ignore_value": cfg.MODEL.DENSE.IGNORE_VALUE}
+        tasks = [build_dense_task(t, **context) for t in resolve_tasks(cfg, cls.model_tasks(cfg))]
         return {
             "backbone": backbone,
             "in_feature": in_feature,
-            "heads": {t: head_cls(cfg, shapes[in_feature].channels, channels[t]) for t in tasks},
-            "ignore_value": cfg.MODEL.DENSE.IGNORE_VALUE,
+            "heads": {t.name: head_cls(cfg, shapes[in_feature].channels, t.channels) for t in tasks},
+            "dense_tasks": tasks,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
         }
 
+    @classmethod
+    def model_tasks(cls, cfg):
+        """The tasks of the model ``cfg`` describes."""
+        return list(cfg.MODEL.DENSE.TASKS)
+
     @property
     def device(self):
         return self.pixel_mean.device
+
+    @property
+    def joint_channels(self) -> int:
+        """Channels of :meth:`joint_outputs`: the sum of the tasks' joint channels."""
+        return sum(task.joint_channels for task in self.dense_tasks.values())
 
     def forward(self, batched_inputs):
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
@@ -88,7 +122,7 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
             return self.inference(batched_inputs, images, features)
         assignment = self.allocation(batched_inputs)
         # JTR compares every task's prediction on every image, so then every head runs on all.
-        everywhere = {t: self.predict(t, features, size) for t in self.tasks} if self.recording("joint_outputs") else {}
+        everywhere = {t: self.predict(t, features, size) for t in self.tasks} if self.wants_side_output("joint_outputs") else {}
         losses, image_losses = {}, {}
         for task in self.tasks:
             indices = assignment.images(task)
@@ -97,51 +131,38 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
                 continue
             prediction = everywhere[task][indices] if everywhere else self.predict(task, features[indices], size)
             target = self.targets(task, [batched_inputs[i] for i in indices], size)
-            losses[f"loss_{task}"] = self.loss(task, prediction, target)
-            if self.recording("image_losses"):
-                image_losses[task] = (indices, self.loss(task, prediction, target, per_image=True))
-        self._records = {}
-        if self.recording("image_losses"):
-            self._records["image_losses"] = image_losses
-        if self.recording("joint_outputs"):
-            self._records["joint_outputs"] = self.joint_outputs(batched_inputs, everywhere, assignment)
+            losses[f"loss_{task}"] = self.dense_tasks[task].loss(prediction, target)
+            if self.wants_side_output("image_losses"):
+                image_losses[task] = (indices, self.dense_tasks[task].loss(prediction, target, per_image=True))
+        self._side_outputs = {}
+        if self.wants_side_output("image_losses"):
+            self._side_outputs["image_losses"] = image_losses
+        if self.wants_side_output("joint_outputs"):
+            self._side_outputs["joint_outputs"] = self.joint_outputs(batched_inputs, everywhere, assignment)
         return losses
 
     def targets(self, task, inputs, size) -> torch.Tensor:
         """The ``task`` targets of ``inputs``, padded to ``size`` with "invalid" and stacked."""
-        pad_value = self.ignore_value if task == "sem_seg" else 0
+        pad_value = self.dense_tasks[task].invalid_value
         return torch.stack([_pad_to(x[task].to(self.device), size, pad_value) for x in inputs])
 
-    def loss(self, task, prediction, target, per_image=False):
-        """The task's loss over the valid pixels of the images (per image if ``per_image``)."""
-        if task == "sem_seg":
-            return segmentation_loss(prediction, target, self.ignore_value, per_image)
-        if task == "normal":
-            return cosine_loss(prediction, target, per_image)
-        return l1_loss(prediction, target, per_image)
-
     def joint_outputs(self, batched_inputs, predictions, assignment):
-        """Every task's output in label space, stacked over tasks: (predictions, targets), each
-        (N, sum of task channels, H, W). Predictions are class probabilities, unit normals and
-        raw depth/disparity; targets are the labels (one-hot classes) where a task is allocated
-        to an image and the pixel is valid, else the detached prediction (JTR's joint tensors)."""
+        """Every task's prediction in label space (:meth:`DenseTask.prediction`: class
+        probabilities, unit normals, raw depth...), stacked over tasks: (predictions, targets),
+        each (N, :attr:`joint_channels`, H, W). Targets are the labels (:meth:`DenseTask.joint_target`:
+        one-hot classes...) where a task is allocated to an image and the pixel is valid, else the
+        detached prediction (JTR's joint tensors)."""
         outputs, targets = [], []
-        for task in self.tasks:
-            logits = predictions[task]
-            output = logits.softmax(dim=1) if task == "sem_seg" else (
-                F.normalize(logits, dim=1) if task == "normal" else logits)
+        for name in self.tasks:
+            task = self.dense_tasks[name]
+            output = task.prediction(predictions[name])
             target = output.detach().clone()
-            indices = assignment.images(task)
+            indices = assignment.images(name)
             if indices:
-                label = self.targets(task, [batched_inputs[i] for i in indices], logits.shape[-2:])
-                if task == "sem_seg":
-                    valid = (label != self.ignore_value)[:, None]
-                    label = F.one_hot(label.clamp_min(0) * valid[:, 0], logits.shape[1]).permute(0, 3, 1, 2)
-                elif task == "normal":
-                    valid = label.abs().sum(dim=1, keepdim=True) > 0
-                else:
-                    valid = torch.isfinite(label) & (label > 0)
-                target[indices] = torch.where(valid, label.nan_to_num().to(target.dtype), target[indices])
+                label = self.targets(name, [batched_inputs[i] for i in indices], output.shape[-2:])
+                valid = task.valid(label)[:, None]
+                joint = task.joint_target(label).nan_to_num().to(target.dtype)
+                target[indices] = torch.where(valid, joint, target[indices])
             outputs.append(output)
             targets.append(target)
         return torch.cat(outputs, dim=1), torch.cat(targets, dim=1)
@@ -160,7 +181,7 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
                 p = prediction[i : i + 1, :, :h, :w]
                 if out_size != (h, w):
                     p = F.interpolate(p, size=out_size, mode="bilinear", align_corners=False)
-                result[task] = F.normalize(p[0], dim=0) if task == "normal" else p[0]
+                result[task] = self.dense_tasks[task].inference_output(p)[0]
             results.append(result)
         return results
 

@@ -3,10 +3,17 @@ from typing import Dict, List, Sequence
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN, PanopticFPN
+from detectron2.modeling import (
+    META_ARCH_REGISTRY,
+    PROPOSAL_GENERATOR_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    SEM_SEG_HEADS_REGISTRY,
+    GeneralizedRCNN,
+    PanopticFPN,
+)
 from detectron2.structures import Boxes, Instances
 
-from ...config import STAConfigError
+from ...specs import fail, value_at
 from ..allocation_scope import allocation_scope
 from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
@@ -25,21 +32,16 @@ LOSS_TASKS = {
 }
 
 
-def _require(module, cls, key, value):
-    if not isinstance(module, cls):
-        raise STAConfigError(
-            f"cfg.{key} = {value!r} does not apply task allocations; use {cls.__name__!r}"
-        )
-
-
-def _rcnn_tasks(cfg, proposal_generator, roi_heads) -> List[str]:
-    if cfg.MODEL.LOAD_PROPOSALS:
-        raise STAConfigError("cfg.MODEL.LOAD_PROPOSALS = True: precomputed proposals are not supported")
-    if cfg.MODEL.KEYPOINT_ON:
-        raise STAConfigError("cfg.MODEL.KEYPOINT_ON = True: keypoints are not an sta_d2 task")
-    _require(proposal_generator, STARPN, "MODEL.PROPOSAL_GENERATOR.NAME", cfg.MODEL.PROPOSAL_GENERATOR.NAME)
-    _require(roi_heads, STAROIHeads, "MODEL.ROI_HEADS.NAME", cfg.MODEL.ROI_HEADS.NAME)
-    return ["det", "mask"] if roi_heads.mask_on else ["det"]
+def _require(registry, key, cfg, allocating):
+    """Fail naming ``key`` unless the class it names in ``registry`` is ``allocating`` (or a
+    subclass)."""
+    name = value_at(cfg, key)
+    try:
+        registered = registry.get(name)
+    except KeyError as e:
+        fail(key, name, str(e))
+    if not (isinstance(registered, type) and issubclass(registered, allocating)):
+        fail(key, name, f"does not apply task allocations; use {allocating.__name__!r}")
 
 
 class _AllocatedMetaArch(MultiTaskModel):
@@ -56,13 +58,20 @@ class _AllocatedMetaArch(MultiTaskModel):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        ret["tasks"] = resolve_tasks(cfg, cls.model_tasks(cfg, ret))
+        ret["tasks"] = resolve_tasks(cfg, cls.model_tasks(cfg))
         return ret
 
     @classmethod
-    def model_tasks(cls, cfg, parts) -> List[str]:
-        """The tasks the model built from ``parts`` (from_config's arguments) has."""
-        return _rcnn_tasks(cfg, parts["proposal_generator"], parts["roi_heads"])
+    def model_tasks(cls, cfg) -> List[str]:
+        """The tasks of the model ``cfg`` describes; fails naming the key of a part that cannot
+        apply allocations."""
+        if cfg.MODEL.LOAD_PROPOSALS:
+            fail("MODEL.LOAD_PROPOSALS", True, "precomputed proposals are not supported")
+        if cfg.MODEL.KEYPOINT_ON:
+            fail("MODEL.KEYPOINT_ON", True, "keypoints are not an sta_d2 task")
+        _require(PROPOSAL_GENERATOR_REGISTRY, "MODEL.PROPOSAL_GENERATOR.NAME", cfg, STARPN)
+        _require(ROI_HEADS_REGISTRY, "MODEL.ROI_HEADS.NAME", cfg, STAROIHeads)
+        return ["det", "mask"] if cfg.MODEL.MASK_ON else ["det"]
 
     def forward(self, batched_inputs):
         if not self.training:
@@ -102,7 +111,7 @@ class STAPanopticFPN(_AllocatedMetaArch, PanopticFPN):
     """PanopticFPN with tasks "det", "mask" (with MODEL.MASK_ON) and "sem_seg"."""
 
     @classmethod
-    def model_tasks(cls, cfg, parts):
-        tasks = super().model_tasks(cfg, parts)
-        _require(parts["sem_seg_head"], STASemSegFPNHead, "MODEL.SEM_SEG_HEAD.NAME", cfg.MODEL.SEM_SEG_HEAD.NAME)
+    def model_tasks(cls, cfg):
+        tasks = super().model_tasks(cfg)
+        _require(SEM_SEG_HEADS_REGISTRY, "MODEL.SEM_SEG_HEAD.NAME", cfg, STASemSegFPNHead)
         return tasks + ["sem_seg"]
