@@ -3,7 +3,7 @@
 #
 # A working detectron2 in the venv is left alone. Otherwise detectron2's Python package is built
 # from the pb1-detectron2==0.6 sdist (the detectron2 v0.6 source tree without its C++ sources,
-# DESIGN.md section 3) with dev/detectron2_C.py standing in for the compiled ``detectron2._C``.
+# see docs/installation.md) with dev/detectron2_C.py standing in for the compiled ``detectron2._C``.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${STA_D2_VENV:-$ROOT/.venv}"

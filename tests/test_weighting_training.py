@@ -13,7 +13,7 @@ from sta_d2.weighting import WEIGHTING_REGISTRY
 METHODS = sorted(name for name, _ in WEIGHTING_REGISTRY)
 # methods that need a double backward (not through roi_align) or per-image losses / predictions
 # (R-CNN losses are batch-level) cannot train the R-CNN models
-DENSE_ONLY = [m for m in METHODS if WEIGHTING_REGISTRY.get(m).double_backward or WEIGHTING_REGISTRY.get(m).RECORDS]
+DENSE_ONLY = [m for m in METHODS if WEIGHTING_REGISTRY.get(m).double_backward or WEIGHTING_REGISTRY.get(m).SIDE_OUTPUTS]
 POLICIES = ("sta", "ista")
 
 

@@ -66,8 +66,8 @@ def gradient_angles(model, batches: Iterable[List[dict]], tasks_per_image: int, 
       task losses under its allocation (:func:`shared_step_gradient`). All sub-steps are measured
       at the same parameters: the angle shows what the allocations alone change, not the drift
       of the parameters that ISTA's optimizer step between sub-steps adds in training.
-      (DESIGN.md does not say whether the paper's figure updates the parameters between
-      sub-steps, so this is our choice.)
+      (The paper's Fig. 2 does not say whether the parameters are updated between sub-steps;
+      this is our choice.)
 
     STA and ISTA draw their allocations from ``generator``, batch by batch (STA, then ISTA), so a
     run is reproducible. A pair without an angle (a task or sub-step with no gradient, e.g. a task

@@ -2,7 +2,7 @@
 
 The meta-architecture reads the allocation from its inputs and opens :func:`allocation_scope`
 around detectron2's own ``forward``; allocation-aware heads read it with
-:func:`current_allocation`. Outside a scope (inference, stock training) heads behave as in
+:func:`allocated_images`. Outside a scope (inference, stock training) heads behave as in
 detectron2.
 """
 from contextlib import contextmanager

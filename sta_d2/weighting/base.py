@@ -20,7 +20,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ..comm import all_average
-from ..specs import ConfigKeys, Key, STAConfigError, argument_name, number, registered
+from ..specs import ConfigKeys, Key, STAConfigError, argument_name, fail, number, one_of, registered
 
 WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
 WEIGHTING_REGISTRY.__doc__ = "Task-weighting and gradient methods, selected by cfg.STA.WEIGHTING.NAME."
@@ -28,9 +28,25 @@ WEIGHTING_REGISTRY.__doc__ = "Task-weighting and gradient methods, selected by c
 CONFIG_KEYS = ConfigKeys({
     # How task losses become the update: a class registered in WEIGHTING_REGISTRY.
     "STA.WEIGHTING.NAME": Key("EqualWeighting", registered(WEIGHTING_REGISTRY)),
+    # A loss weighting (a LossWeighting, e.g. "UncertaintyWeighting") whose weighted losses the
+    # gradient method NAME combines (e.g. PCGrad + UW); "": none (the method sees the raw losses).
+    "STA.WEIGHTING.LOSS_WEIGHTING": Key("", one_of(lambda: [""] + loss_weighting_names())),
     # Learning rate of the method's own parameters (0: SOLVER.BASE_LR).
     "STA.WEIGHTING.LR": Key(0.0, number(0)),
 })
+
+
+def loss_weighting_names() -> List[str]:
+    return sorted(name for name, cls in WEIGHTING_REGISTRY if issubclass(cls, LossWeighting))
+
+
+@CONFIG_KEYS.rule("STA.WEIGHTING.LOSS_WEIGHTING", "STA.WEIGHTING.NAME")
+def _loss_weighting_needs_a_gradient_method(cfg):
+    loss_weighting, name = cfg.STA.WEIGHTING.LOSS_WEIGHTING, cfg.STA.WEIGHTING.NAME
+    if loss_weighting and not WEIGHTING_REGISTRY.get(name).combines_loss_weights:
+        fail("STA.WEIGHTING.LOSS_WEIGHTING", loss_weighting,
+             f"combines with a gradient method that takes weighted task losses, not with cfg.STA.WEIGHTING.NAME = "
+             f"{name!r}; use one of {sorted(n for n, c in WEIGHTING_REGISTRY if c.combines_loss_weights)}")
 
 
 @dataclass
@@ -56,6 +72,9 @@ class TaskWeighting(nn.Module):
     SIDE_OUTPUTS: Tuple[str, ...] = ()
     #: file (in OUTPUT_DIR) that :meth:`export` writes after training; "" for none
     EXPORT_FILE = ""
+    #: whether the method combines per-task gradients of any losses it is given, so that a loss
+    #: weighting can weigh them first (``STA.WEIGHTING.LOSS_WEIGHTING``)
+    combines_loss_weights = False
 
     def __init__(self, tasks: List[str]):
         super().__init__()
@@ -126,10 +145,14 @@ class LossWeighting(TaskWeighting):
     def regulariser(self, step: WeightingStep) -> torch.Tensor:
         return torch.zeros(())
 
+    def observe(self, task_losses: Dict[str, torch.Tensor]) -> None:
+        """Called with the step's task losses once its gradients are computed (none by default)."""
+
     def backward(self, task_losses, step):
         weights = self.weights(task_losses, step)
         total = sum(weights[t] * task_losses[t] for t in self.tasks) + self.regulariser(step)
         total.backward()
+        self.observe(task_losses)
         return {t: float(w.detach()) for t, w in weights.items()}
 
 
@@ -146,6 +169,11 @@ def build_weighting(cfg, model, num_images: int) -> TaskWeighting:
     cls = WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.NAME)
     cls.check_model(model)
     method = cls.from_config(cfg, model, num_images)
+    if cfg.STA.WEIGHTING.LOSS_WEIGHTING:
+        from .composition import WeightedGradientMethod
+
+        loss_weighting = WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.LOSS_WEIGHTING).from_config(cfg, model, num_images)
+        method = WeightedGradientMethod(loss_weighting, method)
     if cls.SIDE_OUTPUTS:
         model.request_side_outputs(cls.SIDE_OUTPUTS)
     return method

@@ -22,6 +22,7 @@ class CosReg(TaskWeighting):
     ``grad/mean_cosine``. Every task weight is reported as 1.
     """
 
+    combines_loss_weights = True
     CONFIG_NAME = "COSREG"
     # the paper's lambda; 0.1 is our default (the paper's value was not available to us)
     CONFIG = {"WEIGHT": Key(0.1, number(0))}

@@ -42,13 +42,8 @@ class DynamicWeightAverage(LossWeighting):
         w = len(self.tasks) * torch.softmax(ratio / self.temperature, dim=0)
         return {t: w[i].float() for i, t in enumerate(self.tasks)}
 
-    def backward(self, task_losses, step):
-        weights = super().backward(task_losses, step)
-        self.add_to_window(task_losses)
-        return weights
-
     @torch.no_grad()
-    def add_to_window(self, task_losses):
+    def observe(self, task_losses):
         """Add this step's non-zero task losses to the window; close it after WINDOW steps.
 
         Under DDP a task's loss is the mean over the processes where it is non-zero, so that every

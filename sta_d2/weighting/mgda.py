@@ -52,6 +52,7 @@ class MGDAUB(TaskWeighting):
     losses used by "loss"/"loss+".
     """
 
+    combines_loss_weights = True
     CONFIG_NAME = "MGDA"
     CONFIG = {"NORMALIZATION": Key("none", one_of(NORMALIZATIONS)), "ITERATIONS": Key(250, integer(1))}
 

@@ -49,6 +49,7 @@ class PCGrad(TaskWeighting):
     Every task weight is reported as 1.
     """
 
+    combines_loss_weights = True
     CONFIG_NAME = "PCGRAD"
     CONFIG = {"SEED": Key(0, SEED)}
 

@@ -29,7 +29,8 @@ from .nyuv2 import (
     register_nyud_mt,
     register_nyuv2_13,
 )
-from .shapes import register_all_shapes, register_coco_instances_checked
+from .coco import register_coco_instances_checked
+from .shapes import register_all_shapes
 
 _root = os.getenv("DETECTRON2_DATASETS", "datasets")
 register_all_shapes(_root)
