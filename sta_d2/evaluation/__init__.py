@@ -2,6 +2,7 @@
 from .build import build_evaluator, has_compiled_ops
 from .dense import DenseMultiTaskEvaluator, build_dense_evaluator
 from .multitask_gain import (
+    DELTA_M_CONVENTIONS,
     load_baselines,
     lower_is_better,
     multi_task_gain,
@@ -13,6 +14,7 @@ __all__ = [
     "has_compiled_ops",
     "DenseMultiTaskEvaluator",
     "build_dense_evaluator",
+    "DELTA_M_CONVENTIONS",
     "load_baselines",
     "lower_is_better",
     "multi_task_gain",

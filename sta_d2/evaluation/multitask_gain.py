@@ -1,10 +1,18 @@
-"""Multi-task gain (delta_m) of a multi-task model over single-task baselines.
+"""Multi-task gain (delta_m) of a multi-task model over single-task baselines, by convention.
 
-    delta_m = 1/T sum_t 1/|M_t| sum_{m in M_t} (-1)^{l_m} (M_m - B_m) / B_m * 100
+With B the single-task baseline, M_t the metrics of task t that enter, T the number of tasks with
+at least one such metric, M all of them, and s_m = -1 when lower is better (else +1); positive is
+better in every convention:
 
-with B the single-task baseline, M_t the metrics of task t that enter, T the number of tasks with
-at least one such metric and l_m = 1 when lower is better. Metrics are named "task/metric", as in
-the flattened evaluation results ("depth/abs_err").
+- ``"paper"``: delta_m = 1/T sum_t 1/|M_t| sum_{m in M_t} s_m (M_m - B_m), raw differences in the
+  metrics' units (the STA/ISTA paper's Tables 1-7, one metric per task there: depth RMSE or
+  disparity L1, and mIoU; four AP metrics for Mask R-CNN).
+- ``"relative"``: delta_m = 1/T sum_t 1/|M_t| sum_{m in M_t} s_m (M_m - B_m) / B_m * 100, in %: the
+  relative change averaged per task first (MTI-Net, LibMTL).
+- ``"flat"``: delta_m = 1/|M| sum_{m in M} s_m (M_m - B_m) / B_m * 100, in %: the relative change
+  averaged over all metrics at once (Nash-MTL, FAMO on the 3-task NYUv2).
+
+Metrics are named "task/metric", as in the flattened evaluation results ("depth/abs_err").
 """
 import json
 import math
@@ -111,18 +119,32 @@ def select_delta_m_metrics(results, baselines, metrics=None):
     return names
 
 
-def multi_task_gain(results, baselines, metrics=None):
-    """delta_m in percent of ``results`` over ``baselines`` (both ``{task: {metric: value}}``).
+DELTA_M_CONVENTIONS = ("paper", "relative", "flat")
+#: what a delta_m under each convention is measured in
+DELTA_M_UNITS = {"paper": "metric units", "relative": "%", "flat": "%"}
 
-    ``metrics`` selects "task/metric" names as in :func:`select_delta_m_metrics`. A baseline of 0
-    raises (the relative change is undefined); a NaN result gives NaN.
+
+def multi_task_gain(results, baselines, metrics=None, convention="relative"):
+    """delta_m of ``results`` over ``baselines`` (both ``{task: {metric: value}}``) under
+    ``convention`` (see the module docstring).
+
+    ``metrics`` selects "task/metric" names as in :func:`select_delta_m_metrics`. For the relative
+    conventions a baseline of 0 raises (the relative change is undefined); a NaN result gives NaN.
     """
+    if convention not in DELTA_M_CONVENTIONS:
+        raise ValueError(f"delta_m convention {convention!r}: choose one of {DELTA_M_CONVENTIONS}")
     per_task = OrderedDict()
     for name in select_delta_m_metrics(results, baselines, metrics):
         task, metric = _split(name)
         value, base = float(results[task][metric]), baselines[task][metric]
-        if base == 0 or not math.isfinite(base):
-            raise ValueError(f"delta_m baseline {name} = {base} cannot be divided by")
+        change = value - base
+        if convention != "paper":
+            if base == 0 or not math.isfinite(base):
+                raise ValueError(f"delta_m baseline {name} = {base} cannot be divided by")
+            change = change / base * 100.0
         sign = -1.0 if lower_is_better(metric, task) else 1.0
-        per_task.setdefault(task, []).append(sign * (value - base) / base * 100.0)
+        per_task.setdefault(task, []).append(sign * change)
+    if convention == "flat":
+        changes = [c for group in per_task.values() for c in group]
+        return sum(changes) / len(changes)
     return sum(sum(g) / len(g) for g in per_task.values()) / len(per_task)
