@@ -10,7 +10,16 @@ from typing import Dict, List
 
 import yaml
 
-from .specs import STAConfigError, ConfigKeys, Key, Rule, value_at
+from .allocation import policy
+from .data import dense_mapper, partial_labels
+from .engine import hooks, trainer
+from .evaluation import dense as dense_evaluation
+from .modeling import task_set
+from .modeling.backbone import dilated_resnet, segnet
+from .modeling.dense import heads as dense_heads
+from .modeling.dense import meta_arch as dense_meta_arch
+from .specs import ConfigKeys, Key, Rule, STAConfigError, value_at
+from .weighting import base as weighting_base
 
 # A `_BASE_` that starts with this prefix names a config of detectron2's installed model zoo.
 MODEL_ZOO_PREFIX = "model_zoo:"
@@ -18,25 +27,12 @@ MODEL_ZOO_PREFIX = "model_zoo:"
 
 def _declarations() -> List[ConfigKeys]:
     """The key declarations of every component."""
-    from . import allocation, weighting
-    from .engine import hooks, trainer
-    from .data import dense_mapper, partial_labels
-    from .evaluation import dense as dense_evaluation
-    from .modeling import task_set
-    from .modeling.backbone import dilated_resnet, segnet
-    from .modeling.dense import heads, meta_arch
-
-    declared = [
-        allocation.CONFIG_KEYS, ConfigKeys(allocation.policy_config_keys()), task_set.CONFIG_KEYS,
-        weighting.CONFIG_KEYS, ConfigKeys(weighting.method_config_keys()), trainer.CONFIG_KEYS, hooks.CONFIG_KEYS,
+    return [
+        policy.CONFIG_KEYS, ConfigKeys(policy.policy_config_keys()), task_set.CONFIG_KEYS,
+        weighting_base.CONFIG_KEYS, ConfigKeys(weighting_base.method_config_keys()), trainer.CONFIG_KEYS,
+        hooks.CONFIG_KEYS, partial_labels.CONFIG_KEYS, dense_meta_arch.CONFIG_KEYS, dense_heads.CONFIG_KEYS,
+        dilated_resnet.CONFIG_KEYS, segnet.CONFIG_KEYS, dense_mapper.CONFIG_KEYS, dense_evaluation.CONFIG_KEYS,
     ]
-    dense = [partial_labels, meta_arch, heads, dilated_resnet, segnet, dense_mapper, dense_evaluation]
-    declared += [m.CONFIG_KEYS for m in dense if hasattr(m, "CONFIG_KEYS")]
-    if not all(hasattr(m, "CONFIG_KEYS") for m in dense):
-        have = {name for d in declared for name, _ in d}
-        rest = ConfigKeys({n: k for n, k in _transitional() if n not in have})
-        declared.append(rest)
-    return declared
 
 
 def owned_keys() -> Dict[str, Key]:
@@ -108,45 +104,3 @@ def load_config(path: str, opts=()):
     validate_sta_config(cfg)
     return cfg
 
-
-# --- TRANSITION: dense keys until their modules declare them (removed when they do) ----------
-from .specs import NORMS, GROUP_NORM_GROUPS, fail as _fail, integer, list_of, number, one_of, text  # noqa: E402
-
-
-def _transitional() -> ConfigKeys:
-    from .modeling.dense import DENSE_HEAD_REGISTRY, DENSE_TASKS
-    from .evaluation.dense import TASK_METRICS
-    from .data.partial_labels import MODES
-    from .specs import SEED, boolean
-
-    keys = ConfigKeys({
-        "STA.PARTIAL_LABELS.MODE": Key("", one_of(("",) + MODES)),
-        "STA.PARTIAL_LABELS.FRACTIONS": Key([], list_of(number(0, 1))),
-        "STA.PARTIAL_LABELS.SEED": Key(0, SEED),
-        "MODEL.DENSE.TASKS": Key(["sem_seg", "depth"], list_of(one_of(DENSE_TASKS), nonempty=True, distinct=True)),
-        "MODEL.DENSE.NUM_CLASSES": Key(13, integer(1)),
-        "MODEL.DENSE.IGNORE_VALUE": Key(255, integer(-2 ** 63, 2 ** 63 - 1)),
-        "MODEL.DENSE.IN_FEATURE": Key("res5", text(nonempty=True)),
-        "MODEL.DENSE.HEAD_NAME": Key("ASPPHead", one_of(lambda: sorted(n for n, _ in DENSE_HEAD_REGISTRY))),
-        "MODEL.DENSE.HEAD_CHANNELS": Key(256, integer(1)),
-        "MODEL.DENSE.ASPP_DILATIONS": Key([12, 24, 36], list_of(integer(1), lengths=(3,))),
-        "MODEL.DENSE.HEAD_NORM": Key("GN", one_of(NORMS)),
-        "MODEL.RESNETS.OUTPUT_STRIDE": Key(8, one_of((8, 16, 32))),
-        "MODEL.SEGNET.WIDTHS": Key([64, 128, 256, 512, 512], list_of(integer(1), nonempty=True)),
-        "MODEL.SEGNET.NUM_CONVS": Key([2, 2, 3, 3, 3], list_of(integer(1), nonempty=True)),
-        "MODEL.SEGNET.NORM": Key("BN", one_of(NORMS)),
-        "INPUT.DENSE.SIZE": Key([], list_of(integer(1), lengths=(0, 2))),
-        "INPUT.DENSE.RANDOM_SCALE": Key([1.0], list_of(number(1), nonempty=True)),
-        "TEST.DENSE.BASELINES": Key("", text()),
-        "TEST.DENSE.DELTA_M_METRICS": Key([], list_of(one_of(
-            [f"{t}/{m}" for t, ms in TASK_METRICS.items() for m in ms]), distinct=True)),
-    })
-    return keys
-
-
-def check_keys(cfg, prefix=""):
-    pass
-
-
-def check_value(key, value):
-    pass

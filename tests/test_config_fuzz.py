@@ -15,8 +15,8 @@ from sta_d2.allocation import build_allocation_policy, policy_names
 from sta_d2.config import owned_keys
 from sta_d2.data import DenseDatasetMapper
 from sta_d2.data.partial_labels import MODES
-from sta_d2.evaluation.dense import TASK_METRICS
-from sta_d2.modeling import DENSE_HEAD_REGISTRY, DENSE_TASKS
+from sta_d2.dense_tasks import dense_task_names, get_dense_task
+from sta_d2.modeling import DENSE_HEAD_REGISTRY
 from sta_d2.weighting import WEIGHTING_REGISTRY, build_weighting
 from sta_d2.specs import NORMS
 from sta_d2.weighting.mgda import NORMALIZATIONS
@@ -27,7 +27,8 @@ MODEL_KEYS = [k for k in KEYS if k.startswith("MODEL.")]
 # that costs memory, not a config error, so they are only given small integers.
 SIZE_KEYS = {"MODEL.DENSE.NUM_CLASSES", "MODEL.DENSE.HEAD_CHANNELS", "MODEL.SEGNET.WIDTHS",
              "MODEL.SEGNET.NUM_CONVS", "STA.WEIGHTING.JTR.CHANNELS", "STA.WEIGHTING.JTR.LATENT_CHANNELS"}
-METRICS = [f"{task}/{metric}" for task, metrics in TASK_METRICS.items() for metric in metrics]
+DENSE_TASKS = dense_task_names()
+METRICS = [f"{task}/{metric}" for task in DENSE_TASKS for metric in get_dense_task(task).METRICS]
 # Every name some key accepts, and some it does not.
 NAMES = sorted({*policy_names(), *(name for name, _ in WEIGHTING_REGISTRY), *DENSE_TASKS, "det", "mask",
                 *(name for name, _ in DENSE_HEAD_REGISTRY), *NORMS, "SGD", "ADAM", *MODES, *NORMALIZATIONS,
@@ -139,6 +140,7 @@ def fuzz(make_cfg, data, keys=KEYS, always=()):
     builds_or_names_a_changed_key(cfg, changed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keys, always", [
     (KEYS, ("MODEL.DENSE.HEAD_NAME", "STA.WEIGHTING.NAME")),
     (MODEL_KEYS, ("MODEL.DENSE.HEAD_NAME",)),
@@ -150,12 +152,14 @@ def test_random_values_on_a_dense_segnet_config(keys, always, data):
     fuzz(lambda: dense_cfg("segnet"), data, keys, always)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=30)
 @given(st.data())
 def test_random_values_on_a_dense_resnet_config(data):
     fuzz(lambda: dense_cfg("resnet", tasks=("sem_seg", "depth")), data, always=("STA.WEIGHTING.NAME",))
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=40)
 @given(st.data())
 def test_random_values_on_a_mask_rcnn_config(data):
@@ -217,7 +221,8 @@ def test_values_of_the_wrong_type_or_range_are_refused(key, value):
     ({"STA.PARTIAL_LABELS.MODE": "fraction"}, "STA.PARTIAL_LABELS.FRACTIONS", "STA.PARTIAL_LABELS.MODE"),
     ({"STA.PARTIAL_LABELS.FRACTIONS": [0.5, 1.0]}, "STA.PARTIAL_LABELS.FRACTIONS", "STA.PARTIAL_LABELS.MODE"),
     ({"STA.PARTIAL_LABELS.MODE": "fraction", "STA.PARTIAL_LABELS.FRACTIONS": [0.5],
-      "STA.TASKS": ["sem_seg", "depth"]}, "STA.PARTIAL_LABELS.FRACTIONS", "STA.TASKS"),
+      "MODEL.DENSE.TASKS": ["sem_seg", "depth"], "STA.TASKS": ["sem_seg", "depth"]},
+     "STA.PARTIAL_LABELS.FRACTIONS", "STA.TASKS"),
     ({"MODEL.DENSE.NUM_CLASSES": 300}, "MODEL.DENSE.IGNORE_VALUE", "MODEL.DENSE.NUM_CLASSES"),
     ({"MODEL.DENSE.HEAD_NORM": "GN", "MODEL.DENSE.HEAD_CHANNELS": 48}, "MODEL.DENSE.HEAD_CHANNELS",
      "MODEL.DENSE.HEAD_NORM"),

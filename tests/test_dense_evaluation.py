@@ -237,12 +237,17 @@ def test_evaluator_reports_delta_m_and_what_entered_it(tmp_path, caplog):
     assert results["delta_m"] == {"delta_m": pytest.approx(expected)}
     assert "sem_seg/mIoU (baseline 50), depth/abs_err (baseline 1)" in caplog.text
     saved = json.loads((tmp_path / "out" / "dense_evaluation.json").read_text())
-    assert saved["delta_m"] == {"metrics": {"sem_seg/mIoU": 50.0, "depth/abs_err": 1.0},
+    assert saved["delta_m"] == {"convention": "relative", "metrics": {"sem_seg/mIoU": 50.0, "depth/abs_err": 1.0},
                                 "baselines": str(baseline_file)}
+    assert "delta_m = 8.5556 (relative convention, %)" in caplog.text
     assert saved["results"]["depth"]["abs_err"] == pytest.approx(0.94)
     assert saved["images"] == {"sem_seg": 2, "depth": 1}
     flat = flatten_results_dict(results)
     assert flat["depth/abs_err"] == pytest.approx(0.94) and "delta_m/delta_m" in flat
+    paper = DenseMultiTaskEvaluator("toy", ["sem_seg", "depth"], class_names=CLASSES, baselines=str(baseline_file),
+                                    distributed=False, delta_m_convention="paper")
+    # raw differences: ((55.56 - 50) + (1 - 0.94)) / 2
+    assert run(paper, batch)["delta_m"] == {"delta_m": pytest.approx((SPLIT_MIOU - 50 + 0.06) / 2)}
     print_csv_format(results)
 
     picked = DenseMultiTaskEvaluator("toy", ["sem_seg", "depth"], num_classes=4,

@@ -8,7 +8,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
 from conftest import DENSE_SIZE as SIZE, dense_batch, dense_cfg
-from sta_d2 import STAConfigError
+from sta_d2 import STAConfigError, validate_sta_config
 from sta_d2.dense_tasks import DepthTask, NormalTask, SemSegTask
 
 @pytest.mark.parametrize("backbone", ["resnet", "segnet"])
@@ -86,7 +86,6 @@ def test_dilated_resnet_keeps_detectron2_parameters_and_reaches_the_output_strid
     "key, value, match",
     [
         ("MODEL.DENSE.TASKS", ["sem_seg", "height"], "MODEL.DENSE.TASKS"),
-        ("MODEL.DENSE.IN_FEATURE", "res4", "MODEL.DENSE.IN_FEATURE"),
         ("MODEL.RESNETS.OUTPUT_STRIDE", 4, "MODEL.RESNETS.OUTPUT_STRIDE"),
         ("STA.TASKS", ["sem_seg"], "STA.TASKS"),
     ],
@@ -95,4 +94,12 @@ def test_bad_dense_config_names_the_key(key, value, match):
     cfg = dense_cfg()
     cfg.merge_from_list([key, value])
     with pytest.raises(STAConfigError, match=match):
+        validate_sta_config(cfg)
+
+
+def test_a_feature_the_backbone_lacks_is_named_when_the_model_is_built():
+    cfg = dense_cfg()
+    cfg.MODEL.DENSE.IN_FEATURE = "res4"
+    validate_sta_config(cfg)  # which features a backbone outputs is known once it is built
+    with pytest.raises(STAConfigError, match="MODEL.DENSE.IN_FEATURE"):
         build_model(cfg)

@@ -10,6 +10,8 @@ import pytest
 
 from sta_d2.data.synthetic import generate_cityscapes, generate_nyud_mt, generate_nyuv2_13
 
+pytestmark = pytest.mark.slow  # each test trains through tools/train_net.py in a subprocess
+
 REPO = Path(__file__).parents[1]
 RUN = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "4", "DATALOADER.NUM_WORKERS", "0",
        "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "TEST.EVAL_PERIOD", "0"]

@@ -19,6 +19,8 @@ from sta_d2.data import DATASET_INDEX_KEY, training_dataset_dicts
 from sta_d2.data.datasets import register_all_shapes
 from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
 
+pytestmark = pytest.mark.slow  # each test trains in 2 subprocesses
+
 WORKER = Path(__file__).with_name("distributed_worker.py")
 PROCESSES = 2
 

@@ -19,8 +19,8 @@ from PIL import Image
 from conftest import dense_batch, dense_cfg, short_run, tiny_rcnn_cfg
 from sta_d2 import STAConfigError, STATrainer, add_sta_config, merge_config_file, validate_sta_config
 from sta_d2.allocation import TASKS_KEY, allocation_generator
-from sta_d2.analysis import KINDS, gradient_angles, plot_gradient_angles
-from sta_d2.analysis.gradient_angles import DPI, PANEL_SIZE
+from sta_d2.analysis import KINDS, gradient_angles
+from sta_d2.reporting.gradient_angle_plots import DPI, PANEL_SIZE, plot_gradient_angles
 from sta_d2.data.synthetic import generate_nyuv2_13
 from sta_d2.engine import unwrap_model
 
@@ -151,7 +151,8 @@ def trained(cfg, period):
     return trainer
 
 
-@pytest.mark.parametrize("model, max_iter, measured_at", [("rcnn", 3, [1]), ("segnet", 4, [1, 3])])
+@pytest.mark.parametrize("model, max_iter, measured_at", [
+    pytest.param("rcnn", 3, [1], marks=pytest.mark.slow), ("segnet", 4, [1, 3])])
 def test_hook_logs_every_period_and_leaves_training_unchanged(model, max_iter, measured_at, shapes, nyuv2, tmp_path):
     # R-CNN with FT: both tasks every step; SegNet with STA, K = 2: at least 2 tasks every step.
     def cfg(out):
@@ -210,6 +211,7 @@ def test_period_must_be_a_non_negative_integer():
         validate_sta_config(cfg)
 
 
+@pytest.mark.slow  # tools/analyze_gradients.py in a subprocess
 def test_cli_writes_json_and_png(tmp_path):
     datasets = tmp_path / "datasets"
     generate_nyuv2_13(str(datasets / "nyuv2"), num_train=4, num_val=1, image_size=(32, 48), seed=4)

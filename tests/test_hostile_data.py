@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
@@ -128,12 +129,25 @@ def test_polygon_of_fewer_than_3_points_is_rejected_naming_the_annotation(shapes
     assert f"id {anno['id']} (image id {anno['image_id']}): {shown}" in message
 
 
+def test_rle_of_another_size_than_its_image_is_rejected_naming_the_annotation(shapes):
+    anno = shapes.coco["annotations"][1]
+    image = next(i for i in shapes.coco["images"] if i["id"] == anno["image_id"])
+    rle = mask_util.encode(np.ones((image["height"] // 2, image["width"]), np.uint8, order="F"))
+    anno["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode()}
+    shapes.save()
+    with pytest.raises(ValueError, match=re.escape(str(shapes.json_file))) as error:
+        shapes.load()
+    assert (f"1 annotation(s) with an RLE whose size (height, width) is not its image's: id "
+            f"{anno['id']} (image id {anno['image_id']}): RLE size {rle['size']}, image "
+            f"{[image['height'], image['width']]}") in str(error.value)
+
+
 def test_images_without_annotations_are_counted_then_filtered_or_kept(shapes, log_messages):
     empty_image = shapes.coco["images"][0]["id"]
     shapes.coco["annotations"] = [a for a in shapes.coco["annotations"]
                                   if a["image_id"] != empty_image]
     shapes.save()
-    loaded = log_messages("sta_d2.data.datasets.shapes")
+    loaded = log_messages("sta_d2.data.datasets.coco")
     dicts = shapes.load()
     expected = f"{shapes.json_file}: 1 of {NUM_TRAIN} images have no annotation (background only)"
     assert expected in loaded

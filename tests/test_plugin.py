@@ -5,8 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import IMAGE_SIZE
 from sta_d2.data.synthetic import generate_coco_shapes
+
+pytestmark = pytest.mark.slow  # trains in a subprocess
 
 SCRIPT = Path(__file__).parent / "plugin_project" / "train_my_model.py"
 

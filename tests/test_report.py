@@ -1,4 +1,4 @@
-"""tools/report.py and sta_d2.evaluation.report on run folders whose metrics.json is written as
+"""tools/report.py and sta_d2.reporting.run_report on run folders whose metrics.json is written as
 detectron2's JSONWriter writes it (one JSON dict per line, keys sorted)."""
 import csv
 import json
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sta_d2.evaluation import multi_task_gain
-from sta_d2.evaluation.report import DPI, PANEL_SIZE, load_run, write_report
+from sta_d2.reporting.run_report import DPI, PANEL_SIZE, load_run, write_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,7 +89,7 @@ def test_dense_table_values_arrows_delta_m_and_missing(dense_runs):
     assert sorted(paths) == ["csv", "losses", "markdown"]
     header, rows = read_markdown_table(paths["markdown"])
     assert header == ["method", "sem_seg/mIoU ↑", "sem_seg/pixAcc ↑", "depth/abs_err ↓", "depth/rel_err ↓",
-                      "Δm (%) ↑"]
+                      "Δm (relative, %) ↑"]
     assert list(rows) == ["single-task", "full", "ista"]
     baselines = {"sem_seg": SEG, "depth": DEPTH}
     metrics = ["sem_seg/mIoU", "sem_seg/pixAcc", "depth/abs_err", "depth/rel_err"]
@@ -97,10 +97,10 @@ def test_dense_table_values_arrows_delta_m_and_missing(dense_runs):
     assert gain == pytest.approx(((2 / 40 - 1 / 70) / 2 + (0.05 / 0.5 - 0.01 / 0.2) / 2) / 2 * 100)
     # the last evaluation row, not the earlier one nor the run's own delta_m
     assert rows["ista"] == {"method": "ista", "sem_seg/mIoU ↑": "42.00", "sem_seg/pixAcc ↑": "69.00",
-                            "depth/abs_err ↓": "0.4500", "depth/rel_err ↓": "0.2100", "Δm (%) ↑": f"{gain:+.2f}"}
-    assert rows["single-task"]["depth/abs_err ↓"] == "0.5000" and rows["single-task"]["Δm (%) ↑"] == "+0.00"
+                            "depth/abs_err ↓": "0.4500", "depth/rel_err ↓": "0.2100", "Δm (relative, %) ↑": f"{gain:+.2f}"}
+    assert rows["single-task"]["depth/abs_err ↓"] == "0.5000" and rows["single-task"]["Δm (relative, %) ↑"] == "+0.00"
     # FT has no rel_err: "–", and no Δm (over fewer metrics it would not compare)
-    assert rows["full"]["depth/rel_err ↓"] == "–" and rows["full"]["Δm (%) ↑"] == "–"
+    assert rows["full"]["depth/rel_err ↓"] == "–" and rows["full"]["Δm (relative, %) ↑"] == "–"
     assert rows["full"]["depth/abs_err ↓"] == "0.5500"
     with open(paths["markdown"]) as f:
         text = f.read()
@@ -109,9 +109,9 @@ def test_dense_table_values_arrows_delta_m_and_missing(dense_runs):
 
     csv_header, csv_rows = read_csv(paths["csv"])
     assert csv_header == header
-    assert float(csv_rows["ista"]["Δm (%) ↑"]) == gain
+    assert float(csv_rows["ista"]["Δm (relative, %) ↑"]) == gain
     assert float(csv_rows["ista"]["depth/abs_err ↓"]) == 0.45
-    assert csv_rows["full"]["depth/rel_err ↓"] == "" and csv_rows["full"]["Δm (%) ↑"] == ""
+    assert csv_rows["full"]["depth/rel_err ↓"] == "" and csv_rows["full"]["Δm (relative, %) ↑"] == ""
 
     with Image.open(paths["losses"]) as png:  # two panels: sem_seg and depth
         assert png.format == "PNG"
@@ -124,14 +124,27 @@ def test_chosen_columns_delta_m_metrics_and_baseline_json(dense_runs, tmp_path):
     paths = write_report([dense_runs["ista"]], dense_runs["out"], baselines=[str(baselines)], names=["ISTA"],
                          metrics=["sem_seg/mIoU", "depth/rmse"], delta_m_metrics=["sem_seg/mIoU", "depth/abs_err"])
     header, rows = read_markdown_table(paths["markdown"])
-    assert header == ["method", "sem_seg/mIoU ↑", "depth/rmse ↓", "Δm (%) ↑"]
+    assert header == ["method", "sem_seg/mIoU ↑", "depth/rmse ↓", "Δm (relative, %) ↑"]
     gain = multi_task_gain(ISTA, {"sem_seg": SEG, "depth": DEPTH}, ["sem_seg/mIoU", "depth/abs_err"])
-    assert rows["ISTA"]["Δm (%) ↑"] == f"{gain:+.2f}" and rows["ISTA"]["depth/rmse ↓"] == "0.6000"
+    assert rows["ISTA"]["Δm (relative, %) ↑"] == f"{gain:+.2f}" and rows["ISTA"]["depth/rmse ↓"] == "0.6000"
     # no baseline run folder, so only ISTA's losses are plotted
     assert os.path.isfile(paths["losses"])
     with pytest.raises(ValueError, match="no single-task baseline"):
         write_report([dense_runs["ista"]], dense_runs["out"], baselines=[str(baselines)],
                      delta_m_metrics=["depth/delta1"])
+
+
+@pytest.mark.parametrize("convention, header", [("paper", "Δm (paper, raw) ↑"), ("flat", "Δm (flat, %) ↑")])
+def test_delta_m_convention_is_chosen_and_named(dense_runs, tmp_path, convention, header):
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps({"sem_seg": SEG, "depth": DEPTH}))
+    metrics = ["sem_seg/mIoU", "depth/rmse"]
+    paths = write_report([dense_runs["ista"]], str(tmp_path / "r"), baselines=[str(baselines)], names=["ISTA"],
+                         metrics=metrics, delta_m_convention=convention)
+    columns, rows = read_markdown_table(paths["markdown"])
+    gain = multi_task_gain(ISTA, {"sem_seg": SEG, "depth": DEPTH}, metrics, convention=convention)
+    assert columns[-1] == header and rows["ISTA"][header] == f"{gain:+.2f}"
+    assert f"the {convention!r} convention" in open(paths["markdown"]).read()
 
 
 def test_rcnn_runs_adapt_columns(tmp_path):
@@ -159,7 +172,7 @@ def test_rcnn_runs_adapt_columns(tmp_path):
     paths = write_report([mask], str(tmp_path / "report"), baselines=[str(baselines)])
     header, rows = read_markdown_table(paths["markdown"])
     expected = multi_task_gain({"bbox": {"AP": 30.0}}, {"bbox": {"AP": 31.0}})
-    assert header[-1] == "Δm (%) ↑" and rows["mask_rcnn"]["Δm (%) ↑"] == f"{expected:+.2f}" == "-3.23"
+    assert header[-1] == "Δm (relative, %) ↑" and rows["mask_rcnn"]["Δm (relative, %) ↑"] == f"{expected:+.2f}" == "-3.23"
     assert rows["single-task"]["bbox/AP ↑"] == "31.00" and rows["single-task"]["segm/AP ↑"] == "–"
 
 
@@ -182,6 +195,7 @@ def test_load_run_resumed_losses_and_errors(tmp_path):
         write_report([one], str(tmp_path / "r"), names=["a", "b"])
 
 
+@pytest.mark.slow  # tools/report.py in a subprocess
 def test_command_line(dense_runs):
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "report.py"), dense_runs["full"], dense_runs["ista"],

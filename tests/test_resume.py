@@ -97,6 +97,7 @@ def check_exact_resume(cfg, data_root, tmp_path, kill_after):
     return resumed_from
 
 
+@pytest.mark.slow  # training runs in subprocesses, one killed
 def test_dense_ista_with_iltp_resumes_exactly_inside_a_cycle(tmp_path):
     generate_nyuv2_13(str(tmp_path / "data/nyuv2"), num_train=6, num_val=0, image_size=(32, 48), seed=3)
     cfg = short_run(dense_cfg("segnet", tasks=("sem_seg", "depth", "normal")), tmp_path, "ista",
@@ -110,6 +111,7 @@ def test_dense_ista_with_iltp_resumes_exactly_inside_a_cycle(tmp_path):
     assert check_exact_resume(cfg, tmp_path / "data", tmp_path, kill_after=5) % 3 != 0
 
 
+@pytest.mark.slow  # training runs in subprocesses, one killed
 def test_mask_rcnn_gap_with_uncertainty_weights_resumes_exactly_inside_a_cycle(tmp_path):
     generate_coco_shapes(str(tmp_path / "data/shapes"), num_train=6, num_val=0, image_size=(64, 64), seed=3)
     cfg = short_run(tiny_rcnn_cfg(), tmp_path, "gap", max_iter=8, checkpoint_period=1, seed=4)

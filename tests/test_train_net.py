@@ -5,7 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sta_d2.data.synthetic import generate_coco_shapes
+
+pytestmark = pytest.mark.slow  # each test starts tools/train_net.py in subprocesses
 
 REPO = Path(__file__).parents[1]
 TINY = [

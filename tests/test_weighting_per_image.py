@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 from torch import nn
 
 from conftest import dense_batch, dense_cfg, short_run
-from sta_d2 import STATrainer
+from sta_d2 import STATrainer, validate_sta_config
 from sta_d2.allocation import TaskAssignment
 from sta_d2.data import DATASET_INDEX_KEY, training_dataset_dicts
 from sta_d2.weighting import InstanceLevelTaskParameters, JointTaskRegularization, WeightingStep
@@ -22,10 +22,9 @@ TASKS = ["sem_seg", "depth"]
 
 def iltp_step(method, image_losses, dataset_indices):
     """One ILTP backward for per-image losses ``{task: (batch positions, losses)}``."""
-    model = SimpleNamespace(records=lambda: {"image_losses": image_losses})
-    inputs = [{DATASET_INDEX_KEY: i} for i in dataset_indices]
+    model = SimpleNamespace(side_outputs=lambda: {"image_losses": image_losses})
     task_losses = {t: torch.zeros((), requires_grad=True) for t in TASKS}
-    step = WeightingStep(model=model, active=list(image_losses), iteration=0, inputs=inputs)
+    step = WeightingStep(model=model, active=list(image_losses), iteration=0, dataset_indices=list(dataset_indices))
     return method.backward(task_losses, step)
 
 
@@ -72,8 +71,12 @@ def test_iltp_ranks_a_corrupt_label_first_and_exports_per_image(tmp_path):
 
 
 def test_iltp_rejects_bad_settings():
+    cfg = dense_cfg("segnet", tasks=TASKS)
+    cfg.STA.WEIGHTING.NAME, cfg.STA.WEIGHTING.ILTP.LR = "InstanceLevelTaskParameters", -1.0
     with pytest.raises(ValueError, match="ILTP.LR"):
-        InstanceLevelTaskParameters(TASKS, num_images=2, lr=-1.0)
+        validate_sta_config(cfg)
+    with pytest.raises(ValueError, match="number of training images"):
+        InstanceLevelTaskParameters(TASKS, num_images=0)
 
 
 def test_jtr_loss_on_tiny_tensors_by_hand():
@@ -83,7 +86,7 @@ def test_jtr_loss_on_tiny_tensors_by_hand():
     targets = torch.tensor([[[[1.0, 3.0], [5.0, 7.0]]]])
     # distance (1 - 4)^2 = 9; reconstructions are constant maps at the means 4 and 1:
     # ((3^2 + 1 + 1 + 3^2) + (1 + 1 + 1 + 3^2)) / 4 = 5 + 3
-    model = SimpleNamespace(records=lambda: {"joint_outputs": (outputs, targets)})
+    model = SimpleNamespace(side_outputs=lambda: {"joint_outputs": (outputs, targets)})
     loss = method.regulariser(WeightingStep(model=model, active=["depth"], iteration=0))
     assert loss.item() == pytest.approx(2.0 * (9 + 5 + 3))
     loss.backward()
@@ -94,11 +97,12 @@ def test_jtr_loss_on_tiny_tensors_by_hand():
 def test_jtr_targets_hold_labels_only_where_allocated_and_valid():
     cfg = dense_cfg("segnet", tasks=("sem_seg", "depth"))
     model = build_model(cfg)
-    model.record(["joint_outputs"])
+    model.request_side_outputs(["joint_outputs"])
     batch = dense_batch(2)
     assignment = TaskAssignment(["sem_seg", "depth"], torch.tensor([[True, False], [False, True]]))
     model(assignment.attach(batch))
-    outputs, targets = model.records()["joint_outputs"]
+    outputs, targets = model.side_outputs()["joint_outputs"]
+    assert model.joint_channels == outputs.shape[1]
     c = cfg.MODEL.DENSE.NUM_CLASSES
     assert outputs.shape[1] == targets.shape[1] == c + 1
     assert torch.allclose(outputs[:, :c].sum(dim=1), torch.ones(1))  # class probabilities

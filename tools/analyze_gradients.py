@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from sta_d2 import STATrainer, load_config
 from sta_d2.allocation import allocation_generator
-from sta_d2.analysis import gradient_angles, plot_gradient_angles
+from sta_d2.analysis import gradient_angles
+from sta_d2.reporting.gradient_angle_plots import plot_gradient_angles
 from sta_d2.data.train_loader import training_seed
 from sta_d2.engine import AtomicCheckpointer
 

@@ -8,11 +8,12 @@ table, with Δm against single-task runs, and plot their per-task training losse
         --delta-m-metrics sem_seg/mIoU sem_seg/pixAcc depth/abs_err depth/rel_err --output out/report
 
 Writes report.md (markdown table), report.csv and losses.png to --output (see
-:func:`sta_d2.evaluation.report.write_report`) and prints the markdown.
+:func:`sta_d2.reporting.run_report.write_report`) and prints the markdown.
 """
 import argparse
 
-from sta_d2.evaluation.report import write_report
+from sta_d2.evaluation import DELTA_M_CONVENTIONS
+from sta_d2.reporting.run_report import write_report
 
 
 def main():
@@ -27,8 +28,12 @@ def main():
                         help="the table's columns (default: the main metrics of each task)")
     parser.add_argument("--delta-m-metrics", nargs="+", metavar="TASK/METRIC",
                         help="metrics of Δm (default: the columns that have a baseline)")
+    parser.add_argument("--delta-m-convention", choices=DELTA_M_CONVENTIONS, default="relative",
+                        help="paper: mean raw differences (the STA/ISTA paper); relative: %% per task, "
+                             "then over tasks; flat: %% over all metrics")
     args = parser.parse_args()
-    paths = write_report(args.runs, args.output, args.baselines, args.names, args.metrics, args.delta_m_metrics)
+    paths = write_report(args.runs, args.output, args.baselines, args.names, args.metrics, args.delta_m_metrics,
+                         args.delta_m_convention)
     with open(paths["markdown"]) as f:
         print(f.read())
     print("Wrote " + ", ".join(paths.values()))

@@ -5,10 +5,9 @@ from .gradient_angles import (
     gradient_angles,
     pair_names,
     pairwise_cosines,
-    plot_gradient_angles,
     shared_step_gradient,
     shared_task_gradients,
 )
 
-__all__ = ["KINDS", "angle", "gradient_angles", "pair_names", "pairwise_cosines", "plot_gradient_angles",
-           "shared_step_gradient", "shared_task_gradients"]
+__all__ = ["KINDS", "angle", "gradient_angles", "pair_names", "pairwise_cosines", "shared_step_gradient",
+           "shared_task_gradients"]

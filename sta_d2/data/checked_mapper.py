@@ -1,5 +1,5 @@
 """CheckedDatasetMapper: detectron2's DatasetMapper whose errors on broken inputs name the file."""
-from detectron2.data import DatasetMapper
+from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from PIL import Image
 
@@ -35,11 +35,31 @@ class CheckedDatasetMapper(DatasetMapper):
     - In training with instance masks (``use_instance_mask``), a non-crowd annotation without a
       segmentation (missing or empty): ValueError naming the image, where detectron2 raises a
       KeyError or leaves the image without ``gt_masks``.
+    - In training with instance masks as polygons (``INPUT.MASK_FORMAT`` "polygon"), a non-crowd
+      mask that is not polygons (an RLE, an array): ValueError naming the image and the key,
+      where detectron2's error names neither. For a training set loaded with
+      :func:`sta_d2.data.datasets.register_coco_instances_checked` (metadata ``rle_annotations``)
+      this is raised when the mapper is built from the config, naming the annotation file and
+      annotation ids, so before the first step when the datasets are loaded first (STATrainer).
 
     detectron2 itself raises a ``SizeMismatchError`` naming the image when the image's size
     differs from the dict's ``width`` and ``height``, and a FileNotFoundError naming a missing
     file.
     """
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        ret = super().from_config(cfg, is_train)
+        if is_train and ret["use_instance_mask"] and ret["instance_mask_format"] == "polygon":
+            for name in cfg.DATASETS.TRAIN:
+                meta = MetadataCatalog.get(name)
+                if meta.get("rle_annotations"):
+                    raise ValueError(
+                        f"dataset {name!r}: {meta.json_file} has RLE masks "
+                        f"({meta.rle_annotations}), which INPUT.MASK_FORMAT 'polygon' "
+                        "(detectron2's default) cannot train; set INPUT.MASK_FORMAT bitmask"
+                    )
+        return ret
 
     def __call__(self, dataset_dict):
         if self.is_train and self.use_instance_mask:
@@ -69,15 +89,23 @@ class CheckedDatasetMapper(DatasetMapper):
                              f"{dataset_dict['file_name']} is "
                              f"{(dataset_dict['width'], dataset_dict['height'])}")
 
-    @staticmethod
-    def _check_segmentations(dataset_dict):
+    def _check_segmentations(self, dataset_dict):
         annotations = dataset_dict.get("annotations", [])
-        missing = [i for i, a in enumerate(annotations)
-                   if not a.get("iscrowd", 0) and not _has_segmentation(a)]
+        trained = [(i, a) for i, a in enumerate(annotations) if not a.get("iscrowd", 0)]
+        def which(positions):
+            return (f"{dataset_dict['file_name']} (image id {dataset_dict.get('image_id')}): "
+                    f"annotation(s) {positions[:5]} (positions in its list of {len(annotations)})")
+
+        missing = [i for i, a in trained if not _has_segmentation(a)]
         if missing:
             raise ValueError(
-                f"{dataset_dict['file_name']} (image id {dataset_dict.get('image_id')}): "
-                f"annotation(s) {missing[:5]} (positions in its list of {len(annotations)}) have "
-                "no segmentation, but the model trains instance masks (MODEL.MASK_ON); give "
-                "every non-crowd annotation a segmentation or turn masks off"
+                f"{which(missing)} have no segmentation, but the model trains instance masks "
+                "(MODEL.MASK_ON); give every non-crowd annotation a segmentation or turn masks off"
+            )
+        not_polygons = [i for i, a in trained if not isinstance(a["segmentation"], list)]
+        if not_polygons and self.instance_mask_format == "polygon":
+            raise ValueError(
+                f"{which(not_polygons)} have masks that are not polygons (RLE or arrays), which "
+                "INPUT.MASK_FORMAT 'polygon' (detectron2's default) cannot train; set "
+                "INPUT.MASK_FORMAT bitmask"
             )

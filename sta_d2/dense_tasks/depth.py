@@ -30,7 +30,8 @@ class DepthTask(PositiveMapTask):
         return super().transform(target, geometry) / np.float32(geometry.zoom)
 
     def new_sums(self):
-        return {**super().new_sums(), **dict.fromkeys(("sq", "log_count", "log_sq", "delta1", "delta2", "delta3"), 0)}
+        more = ("sq", "log_count", "log_sq", "delta1", "delta2", "delta3")
+        return {**super().new_sums(), **dict.fromkeys(more, 0)}
 
     def image_sums(self, prediction, target, where):
         sums = super().image_sums(prediction, target, where)

@@ -3,13 +3,9 @@ import importlib.machinery
 import os
 
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import (
-    COCOEvaluator,
-    CityscapesInstanceEvaluator,
-    DatasetEvaluators,
-    SemSegEvaluator,
-)
+from detectron2.evaluation import CityscapesInstanceEvaluator, DatasetEvaluators, SemSegEvaluator
 
+from .coco import CheckedCOCOEvaluator
 from .dense import build_dense_evaluator
 
 
@@ -28,7 +24,9 @@ def has_compiled_ops():
 def build_evaluator(cfg, dataset_name, output_folder=None):
     """The evaluator(s) for ``MetadataCatalog.get(dataset_name).evaluator_type``.
 
-    "coco" -> COCOEvaluator (its fast C++ AP only when detectron2's compiled ops exist);
+    "coco" -> CheckedCOCOEvaluator (detectron2's COCOEvaluator scoring annotation ids 0 and
+    annotations without area or iscrowd right; its fast C++ AP only when detectron2's compiled
+    ops exist);
     "cityscapes_instance" -> CityscapesInstanceEvaluator; "sem_seg" -> SemSegEvaluator;
     "cityscapes_inst_sem" -> both of the last two; "dense" -> DenseMultiTaskEvaluator (see
     :func:`build_dense_evaluator`). Unlike detectron2's tools/train_net.py,
@@ -38,7 +36,7 @@ def build_evaluator(cfg, dataset_name, output_folder=None):
         output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
     evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
     if evaluator_type == "coco":
-        return COCOEvaluator(
+        return CheckedCOCOEvaluator(
             dataset_name, output_dir=output_folder, use_fast_impl=has_compiled_ops()
         )
     if evaluator_type == "cityscapes_instance":

@@ -17,7 +17,13 @@ from detectron2.utils.file_io import PathManager
 
 from ..dense_tasks import build_dense_task, dense_task_names, get_dense_task
 from ..specs import ConfigKeys, Key, fail, list_of, one_of, text
-from .multitask_gain import load_baselines, multi_task_gain, select_delta_m_metrics
+from .multitask_gain import (
+    DELTA_M_CONVENTIONS,
+    DELTA_M_UNITS,
+    load_baselines,
+    multi_task_gain,
+    select_delta_m_metrics,
+)
 
 RESULTS_FILE = "dense_evaluation.json"
 
@@ -32,6 +38,9 @@ CONFIG_KEYS = ConfigKeys({
     "TEST.DENSE.BASELINES": Key("", text()),
     # The "task/metric" names delta_m averages over (empty: every metric of the baseline file).
     "TEST.DENSE.DELTA_M_METRICS": Key([], list_of(one_of(_delta_m_metric_names), distinct=True)),
+    # How delta_m averages the metrics' changes: "paper" (raw differences, the STA/ISTA paper),
+    # "relative" (% per task, then over tasks) or "flat" (% over all metrics); see multitask_gain.
+    "TEST.DENSE.DELTA_M_CONVENTION": Key("relative", one_of(DELTA_M_CONVENTIONS)),
 })
 
 
@@ -54,7 +63,8 @@ class DenseMultiTaskEvaluator(DatasetEvaluator):
     An image whose input lacks a task's key does not count for that task; a task no image has
     reports NaN. With ``baselines`` (``{task: {metric: value}}`` or a JSON file of it), the results
     get ``"delta_m": {"delta_m": value}`` over ``delta_m_metrics`` ("task/metric" names; empty:
-    every baseline metric the evaluator reports), see :func:`multi_task_gain`. Metrics and
+    every baseline metric the evaluator reports) under ``delta_m_convention``, see
+    :func:`multi_task_gain`. Metrics and
     baselines are checked when the evaluator is built, and reported in the log and the JSON file
     it saves in ``output_dir``.
     """
@@ -71,6 +81,7 @@ class DenseMultiTaskEvaluator(DatasetEvaluator):
         output_dir=None,
         baselines=None,
         delta_m_metrics=None,
+        delta_m_convention="relative",
     ):
         """
         Args:
@@ -84,6 +95,7 @@ class DenseMultiTaskEvaluator(DatasetEvaluator):
             output_dir (str): where to save the results as JSON (None: not saved).
             baselines (dict or str): single-task baselines for delta_m (None: no delta_m).
             delta_m_metrics (list[str]): "task/metric" names entering delta_m.
+            delta_m_convention (str): one of ``DELTA_M_CONVENTIONS``.
         """
         self._logger = logging.getLogger(__name__)
         self._dataset_name = dataset_name
@@ -116,6 +128,10 @@ class DenseMultiTaskEvaluator(DatasetEvaluator):
             raise ValueError(f"dense evaluation of {dataset_name!r}: {e}") from e
 
         self._baselines = self._delta_m_metrics = None
+        if delta_m_convention not in DELTA_M_CONVENTIONS:
+            raise ValueError(f"dense evaluation of {dataset_name!r}: delta_m convention {delta_m_convention!r} "
+                             f"is not one of {DELTA_M_CONVENTIONS}")
+        self._delta_m_convention = delta_m_convention
         if baselines is not None:
             self._baseline_source = (
                 os.fspath(baselines) if isinstance(baselines, (str, os.PathLike)) else "dict"
@@ -180,18 +196,20 @@ class DenseMultiTaskEvaluator(DatasetEvaluator):
 
         report = {"dataset": self._dataset_name, "images": {t: sums[t]["images"] for t in sums}}
         if self._baselines is not None:
-            value = multi_task_gain(results, self._baselines, self._delta_m_metrics)
+            convention = self._delta_m_convention
+            value = multi_task_gain(results, self._baselines, self._delta_m_metrics, convention=convention)
             results["delta_m"] = {"delta_m": value}
             used = OrderedDict()
             for name in self._delta_m_metrics:
                 task, _, metric = name.partition("/")
                 used[name] = self._baselines[task][metric]
             self._logger.info(
-                f"delta_m = {value:.4f} % over {len(used)} metrics against the baselines "
+                f"delta_m = {value:.4f} ({convention} convention, {DELTA_M_UNITS[convention]}) over "
+                f"{len(used)} metrics against the baselines "
                 f"{self._baseline_source}: "
                 + ", ".join(f"{name} (baseline {base:g})" for name, base in used.items())
             )
-            report["delta_m"] = {"metrics": used, "baselines": self._baseline_source}
+            report["delta_m"] = {"convention": convention, "metrics": used, "baselines": self._baseline_source}
         report["results"] = results
         self._logger.info(dict(results))
         if self._output_dir:
@@ -207,7 +225,7 @@ def build_dense_evaluator(cfg, dataset_name, output_folder=None):
     Tasks: ``cfg.MODEL.DENSE.TASKS`` (the model's), or, when the config has none, the metadata's
     ``dense_tasks``. Classes and ignore label: the metadata's ``stuff_classes`` and
     ``ignore_label`` (default 255). delta_m: ``cfg.TEST.DENSE.BASELINES`` (a JSON file; empty: no
-    delta_m) and ``cfg.TEST.DENSE.DELTA_M_METRICS``. ``output_folder`` defaults to
+    delta_m), ``cfg.TEST.DENSE.DELTA_M_METRICS`` and ``cfg.TEST.DENSE.DELTA_M_CONVENTION``. ``output_folder`` defaults to
     ``cfg.OUTPUT_DIR/inference``.
     """
     meta = MetadataCatalog.get(dataset_name)
@@ -230,4 +248,5 @@ def build_dense_evaluator(cfg, dataset_name, output_folder=None):
         output_dir=output_folder,
         baselines=cfg.TEST.DENSE.BASELINES or None,
         delta_m_metrics=list(cfg.TEST.DENSE.DELTA_M_METRICS),
+        delta_m_convention=cfg.TEST.DENSE.DELTA_M_CONVENTION,
     )

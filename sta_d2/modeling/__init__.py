@@ -2,5 +2,5 @@ from .allocation_scope import allocated_images, allocation_scope, connected_zero
 from .rcnn import LOSS_TASKS, STAGeneralizedRCNN, STAPanopticFPN, STAROIHeads, STARPN, STASemSegFPNHead
 from .task_set import resolve_tasks
 from .backbone import SegNet, build_dilated_resnet_backbone, build_segnet_backbone
-from .dense import DENSE_HEAD_REGISTRY, DENSE_TASKS, ASPPHead, DenseMultiTaskNet, SegNetHead
+from .dense import DENSE_HEAD_REGISTRY, ASPPHead, DenseMultiTaskNet, SegNetHead
 from .multitask import MultiTaskModel

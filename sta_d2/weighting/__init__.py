@@ -5,9 +5,9 @@ from .base import (
     LossWeighting,
     TaskWeighting,
     WeightingStep,
-    build_weighting,
     method_config_keys,
 )
+from .build import build_weighting
 from .static import EqualWeighting, StaticWeighting
 from .uncertainty import UncertaintyWeighting
 from .dwa import DynamicWeightAverage

@@ -6,8 +6,9 @@ class attribute ``CONFIG`` (key -> :class:`sta_d2.specs.Key`), installed as
 ``cfg.STA.WEIGHTING.<CONFIG_NAME>.<key>`` and passed to its constructor as the lower-case
 argument of the same name. Learnable quantities (e.g. uncertainty weights) are its
 ``nn.Parameter``s: the trainer adds them to the optimizer as extra parameter groups
-(:meth:`TaskWeighting.param_groups`) and averages their gradients over processes. Everything it keeps is in its ``state_dict`` (parameters, buffers and
-``get_extra_state``), which the trainer checkpoints and restores on resume. A method that needs
+(:meth:`TaskWeighting.param_groups`) and averages their gradients over processes. Everything it
+keeps is in its ``state_dict`` (parameters, buffers and ``get_extra_state``), which the trainer
+checkpoints and restores on resume. A method that needs
 more of the training forward than the task losses (per-image losses, predictions) names it in
 its ``SIDE_OUTPUTS``; models list what they can produce in theirs.
 """
@@ -160,20 +161,3 @@ def method_config_keys() -> Dict[str, Key]:
     """The hyper-parameter keys of every registered method, by dotted name."""
     return {f"STA.WEIGHTING.{cls.CONFIG_NAME}.{key}": declared
             for _, cls in WEIGHTING_REGISTRY for key, declared in cls.CONFIG.items()}
-
-
-def build_weighting(cfg, model, num_images: int) -> TaskWeighting:
-    """The method ``cfg.STA.WEIGHTING.NAME`` for ``model`` (a multi-task model, see
-    :meth:`TaskWeighting.from_config`), which from now on produces the method's side outputs.
-    Raises STAConfigError if the method cannot train the model."""
-    cls = WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.NAME)
-    cls.check_model(model)
-    method = cls.from_config(cfg, model, num_images)
-    if cfg.STA.WEIGHTING.LOSS_WEIGHTING:
-        from .composition import WeightedGradientMethod
-
-        loss_weighting = WEIGHTING_REGISTRY.get(cfg.STA.WEIGHTING.LOSS_WEIGHTING).from_config(cfg, model, num_images)
-        method = WeightedGradientMethod(loss_weighting, method)
-    if cls.SIDE_OUTPUTS:
-        model.request_side_outputs(cls.SIDE_OUTPUTS)
-    return method

@@ -15,7 +15,6 @@ from .cityscapes_depth import (
 )
 from .dense import (
     DENSE_FORMATS,
-    DENSE_TASK_NAMES,
     dense_tasks_of,
     read_dense_sample,
     register_dense_dataset,

@@ -32,8 +32,6 @@ from ...dense_tasks.base import DATA_HINT, fail_file, load_npy
 from ...dense_tasks.sem_seg import IGNORE_LABEL, SemSegTask, integer_labels
 
 logger = logging.getLogger(__name__)
-# The built-in dense tasks, for code written before the task registry (see dense_task_names).
-DENSE_TASK_NAMES = tuple(dense_task_names())
 
 
 def _npy_image(path):

@@ -18,7 +18,8 @@ from .heads import DENSE_HEAD_REGISTRY
 CONFIG_KEYS = ConfigKeys({
     # The tasks, one head each: names of tasks registered in sta_d2.dense_tasks ("sem_seg",
     # "depth" (metres), "disparity" (pixels), "normal").
-    "MODEL.DENSE.TASKS": Key(["sem_seg", "depth"], list_of(one_of(dense_task_names), nonempty=True, distinct=True)),
+    "MODEL.DENSE.TASKS": Key(["sem_seg", "depth"],
+                             list_of(one_of(dense_task_names), nonempty=True, distinct=True)),
     # Classes of the tasks that have classes ("sem_seg").
     "MODEL.DENSE.NUM_CLASSES": Key(13, integer(1)),
     # The label those tasks ignore; compared with int64 labels.
@@ -75,7 +76,8 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
         self.tasks = list(heads)
         self.dense_tasks = {t.name: t for t in dense_tasks}
         if list(self.dense_tasks) != self.tasks:
-            raise ValueError(f"heads of tasks {self.tasks} given with descriptors of {list(self.dense_tasks)}")
+            raise ValueError(f"heads of tasks {self.tasks} given with the descriptors of "
+                             f"{list(self.dense_tasks)}")
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self.track_shared_representation()
@@ -133,7 +135,8 @@ class DenseMultiTaskNet(MultiTaskModel, nn.Module):
             target = self.targets(task, [batched_inputs[i] for i in indices], size)
             losses[f"loss_{task}"] = self.dense_tasks[task].loss(prediction, target)
             if self.wants_side_output("image_losses"):
-                image_losses[task] = (indices, self.dense_tasks[task].loss(prediction, target, per_image=True))
+                per_image = self.dense_tasks[task].loss(prediction, target, per_image=True)
+                image_losses[task] = (indices, per_image)
         self._side_outputs = {}
         if self.wants_side_output("image_losses"):
             self._side_outputs["image_losses"] = image_losses

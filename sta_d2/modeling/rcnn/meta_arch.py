@@ -19,6 +19,7 @@ from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
 from .roi_heads import STAROIHeads
 from .rpn import STARPN
+from .sampling import task_streams
 from .semantic_seg import STASemSegFPNHead
 
 # Which task each detectron2 loss belongs to.
@@ -30,6 +31,9 @@ LOSS_TASKS = {
     "loss_mask": "mask",
     "loss_sem_seg": "sem_seg",
 }
+
+# The tasks whose losses depend on the RPN's and ROI heads' random sampling.
+SAMPLED_TASKS = ("det", "mask")
 
 
 def _require(registry, key, cfg, allocating):
@@ -69,6 +73,9 @@ class _AllocatedMetaArch(MultiTaskModel):
             fail("MODEL.LOAD_PROPOSALS", True, "precomputed proposals are not supported")
         if cfg.MODEL.KEYPOINT_ON:
             fail("MODEL.KEYPOINT_ON", True, "keypoints are not an sta_d2 task")
+        if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+            fail("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True, "with MODEL.MASK_ON, the mask head "
+                 "would train on box predictions for images not allocated 'det'")
         _require(PROPOSAL_GENERATOR_REGISTRY, "MODEL.PROPOSAL_GENERATOR.NAME", cfg, STARPN)
         _require(ROI_HEADS_REGISTRY, "MODEL.ROI_HEADS.NAME", cfg, STAROIHeads)
         return ["det", "mask"] if cfg.MODEL.MASK_ON else ["det"]
@@ -76,7 +83,9 @@ class _AllocatedMetaArch(MultiTaskModel):
     def forward(self, batched_inputs):
         if not self.training:
             return super().forward(batched_inputs)
-        with allocation_scope(self.allocation(batched_inputs)):
+        sampled = [t for t in self.tasks if t in SAMPLED_TASKS]
+        with allocation_scope(self.allocation(batched_inputs)), \
+                task_streams(sampled, len(batched_inputs), self.device):
             return super().forward([self._with_placeholder_targets(x) for x in batched_inputs])
 
     def _with_placeholder_targets(self, x: dict) -> dict:

@@ -4,37 +4,41 @@ import torch
 from detectron2.modeling import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Instances
 
-from ..allocation_scope import allocated_images
+from .sampling import current_streams
+
+
+def _sampled_for(task: str) -> str:
+    """Field of a sampled proposal: whether it was sampled for ``task``'s head."""
+    return f"sampled_for_{task}"
 
 
 @ROI_HEADS_REGISTRY.register()
 class STAROIHeads(StandardROIHeads):
     """detectron2's StandardROIHeads with per-image task allocation.
 
-    Proposals are sampled only for images allocated "det" or "mask" (in batch order, as stock
-    sampling on that sub-batch would draw them). The box head sees no proposal of an image not
-    allocated "det", the mask head none of an image not allocated "mask": those images add
-    neither loss nor compute to that head. A head with no allocated image returns detectron2's
-    own exact, graph-connected zero loss.
+    Proposals are sampled once per random stream (:class:`TaskStreams`), i.e. for the images
+    allocated "det" and, separately unless they are the same images, for those allocated "mask",
+    each as stock sampling on that sub-batch draws them. The box head sees only the proposals
+    sampled for "det", the mask head only the (foreground) ones sampled for "mask": an image adds
+    neither loss nor compute to the head of a task it is not allocated. A head with no allocated
+    image returns detectron2's own exact, graph-connected zero loss.
     """
 
     def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]):
-        det = allocated_images("det")
-        mask = allocated_images("mask") if self.mask_on else []
-        if det is None or mask is None:
+        streams = current_streams()
+        if streams is None or streams.stock:
             return super().label_and_sample_proposals(proposals, targets)
-        needed = sorted(set(det) | set(mask))
-        sampled = dict(
-            zip(
-                needed,
-                super().label_and_sample_proposals(
-                    [proposals[i] for i in needed], [targets[i] for i in needed]
-                )
-                if needed
-                else [],
-            )
-        )
-        return [sampled[i] if i in sampled else self._unsampled(p) for i, p in enumerate(proposals)]
+        sample = super().label_and_sample_proposals
+        per_image = [[] for _ in proposals]
+        for tasks, images, sampled in streams.sample(
+            lambda images: sample([proposals[i] for i in images], [targets[i] for i in images])
+        ):
+            for i, x in zip(images, sampled):
+                if tasks != streams.tasks:
+                    for task in streams.tasks:
+                        x.set(_sampled_for(task), torch.full((len(x),), task in tasks, device=x.gt_classes.device))
+                per_image[i].append(x)
+        return [Instances.cat(x) if x else self._unsampled(p) for x, p in zip(per_image, proposals)]
 
     def _unsampled(self, proposals: Instances) -> Instances:
         """No proposal of this image, with the fields that sampled proposals carry."""
@@ -53,8 +57,6 @@ class STAROIHeads(StandardROIHeads):
         return super()._forward_mask(features, instances)
 
     @staticmethod
-    def _restrict(instances: List[Instances], task: str) -> List[Instances]:
-        images = allocated_images(task)
-        if images is None:
-            return instances
-        return [x if i in images else x[:0] for i, x in enumerate(instances)]
+    def _restrict(proposals: List[Instances], task: str) -> List[Instances]:
+        """The proposals sampled for ``task``; untagged ones were sampled for every task."""
+        return [x[x.get(_sampled_for(task))] if x.has(_sampled_for(task)) else x for x in proposals]

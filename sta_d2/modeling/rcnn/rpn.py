@@ -2,24 +2,29 @@ from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
 
 from ..allocation_scope import allocated_images, connected_zero
+from .sampling import current_streams
 
 
 @PROPOSAL_GENERATOR_REGISTRY.register()
 class STARPN(RPN):
     """detectron2's RPN whose losses cover only the images allocated the "det" task.
 
-    Anchors are labelled and sampled for the allocated images only, in batch order, so the
-    random draws and the losses (normalised by the number of allocated images) equal those of
-    stock RPN on that sub-batch. Proposals are still produced for every image.
+    Anchors are labelled and sampled once per random stream (:class:`TaskStreams`): the stream
+    of the "det" images gives the losses, normalised by the number of those images as stock RPN on
+    that sub-batch does; the other streams' samples only advance their random state as far as
+    stock's run on their sub-batch would before it samples proposals. Proposals are still produced
+    for every image.
     """
 
     task = "det"
 
     def label_and_sample_anchors(self, anchors, gt_instances):
-        images = allocated_images(self.task)
-        if images is not None:
-            gt_instances = [gt_instances[i] for i in images]
-        return super().label_and_sample_anchors(anchors, gt_instances)
+        streams = current_streams()
+        if streams is None or streams.stock:
+            return super().label_and_sample_anchors(anchors, gt_instances)
+        sample = super().label_and_sample_anchors
+        sampled = streams.sample(lambda images: sample(anchors, [gt_instances[i] for i in images]))
+        return next((labels for tasks, _, labels in sampled if self.task in tasks), ([], []))
 
     def losses(self, anchors, pred_objectness_logits, gt_labels, pred_anchor_deltas, gt_boxes):
         images = allocated_images(self.task)

@@ -19,14 +19,24 @@ from matplotlib.figure import Figure  # rendered by the Agg backend, no pyplot s
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 from ..dense_tasks import dense_task_names, get_dense_task
-from .multitask_gain import HIGHER_IS_BETTER_PREFIXES, load_baselines, lower_is_better, multi_task_gain
+from ..evaluation.multitask_gain import (
+    DELTA_M_UNITS,
+    HIGHER_IS_BETTER_PREFIXES,
+    load_baselines,
+    lower_is_better,
+    multi_task_gain,
+)
 
 # The columns of detectron2's evaluators for R-CNN runs: SemSegEvaluator's pixel accuracy (after
 # the dense sem_seg columns) and COCOEvaluator's box and mask APs.
 DETECTRON2_COLUMNS = OrderedDict(sem_seg=("pACC",), bbox=("AP", "AP50", "AP75"), segm=("AP", "AP50", "AP75"))
 BASELINE_NAME = "single-task"
-DELTA_M_HEADER = "Δm (%) ↑"
 MISSING = "–"
+DELTA_M_FORMULAS = {
+    "paper": "(1/T) Σ_t (1/|M_t|) Σ_m ±(M_m − B_m), raw differences",
+    "relative": "(1/T) Σ_t (1/|M_t|) Σ_m ±(M_m − B_m) / B_m × 100",
+    "flat": "(1/|M|) Σ_m ±(M_m − B_m) / B_m × 100",
+}
 FILES = {"markdown": "report.md", "csv": "report.csv", "losses": "losses.png"}
 PANEL_SIZE, PANELS_PER_ROW, DPI = (5.0, 3.6), 3, 100
 
@@ -167,6 +177,7 @@ class ResultsTable:
     columns: List[str]
     rows: List[Tuple[str, Dict[str, float], Optional[float]]]
     delta_m_metrics: Optional[List[str]]
+    delta_m_convention: str = "relative"
 
     def header(self):
         """Column titles with the better direction of each metric (↑ higher, ↓ lower)."""
@@ -174,7 +185,9 @@ class ResultsTable:
         for column in self.columns:
             arrow = _column_direction(column)
             titles.append(f"{column} {arrow}" if arrow else column)
-        return titles + ([DELTA_M_HEADER] if self.delta_m_metrics is not None else [])
+        unit = DELTA_M_UNITS[self.delta_m_convention]
+        delta_m = f"Δm ({self.delta_m_convention}, {'%' if unit == '%' else 'raw'}) ↑"
+        return titles + ([delta_m] if self.delta_m_metrics is not None else [])
 
 
 def _value(results, column):
@@ -182,14 +195,14 @@ def _value(results, column):
     return results.get(task, {}).get(metric)
 
 
-def results_table(runs, baselines=None, metrics=None, delta_m_metrics=None):
+def results_table(runs, baselines=None, metrics=None, delta_m_metrics=None, delta_m_convention="relative"):
     """The :class:`ResultsTable` of ``runs`` (:class:`Run`), led by a "single-task" row of the
     ``baselines`` when given.
 
     Columns: ``metrics`` ("task/metric" names), by default :func:`default_columns`. Δm (with
     baselines): :func:`multi_task_gain` over ``delta_m_metrics``, by default the columns that have a
-    baseline and a direction known to multitask_gain; a run lacking one of them gets no Δm (a gain
-    over fewer metrics would not compare).
+    baseline and a direction known to multitask_gain, under ``delta_m_convention``; a run lacking
+    one of them gets no Δm (a gain over fewer metrics would not compare).
     """
     for name in list(metrics or ()) + list(delta_m_metrics or ()):
         if not all(name.partition("/")):
@@ -211,9 +224,9 @@ def results_table(runs, baselines=None, metrics=None, delta_m_metrics=None):
     for method, results in entries:
         gain = None
         if names and all(_value(results, name) is not None for name in names):
-            gain = multi_task_gain(results, baselines, names)
+            gain = multi_task_gain(results, baselines, names, convention=delta_m_convention)
         rows.append((method, {c: _value(results, c) for c in columns if _value(results, c) is not None}, gain))
-    return ResultsTable(columns, rows, names)
+    return ResultsTable(columns, rows, names, delta_m_convention)
 
 
 def _decimals(values):
@@ -279,14 +292,15 @@ def plot_task_losses(runs, path):
     fig.savefig(path)
 
 
-def write_report(run_dirs, output_dir, baselines=(), names=None, metrics=None, delta_m_metrics=None):
+def write_report(run_dirs, output_dir, baselines=(), names=None, metrics=None, delta_m_metrics=None,
+                 delta_m_convention="relative"):
     """Write ``report.md``, ``report.csv`` and ``losses.png`` (when some run logs task losses) of
     ``run_dirs`` to ``output_dir``; return ``{"markdown"|"csv"|"losses": path}`` of those written.
 
     ``baselines``: single-task run directories and/or baseline JSON files
     (:func:`collect_baselines`); their runs join the loss plot as "single-task". ``names``: the
-    methods, by default the folders' names. ``metrics`` and ``delta_m_metrics``: see
-    :func:`results_table`.
+    methods, by default the folders' names. ``metrics``, ``delta_m_metrics`` and
+    ``delta_m_convention``: see :func:`results_table`.
     """
     if names is not None and len(names) != len(run_dirs):
         raise ValueError(f"{len(names)} names for {len(run_dirs)} runs")
@@ -295,15 +309,13 @@ def write_report(run_dirs, output_dir, baselines=(), names=None, metrics=None, d
     methods = [run.name for run in runs] + ([BASELINE_NAME] if baselines else [])
     if len(set(methods)) != len(methods):
         raise ValueError(f"method names {methods} must be distinct (set them with names)")
-    table = results_table(runs, baseline_values, metrics, delta_m_metrics)
+    table = results_table(runs, baseline_values, metrics, delta_m_metrics, delta_m_convention)
 
     notes = ["↑ higher is better, ↓ lower is better; – not reported by the run."]
     if table.delta_m_metrics is not None:
         over = ", ".join(table.delta_m_metrics) or "no metric (none shown has a baseline and a known direction)"
-        notes.append(
-            "Δm = (1/T) Σ_t (1/|M_t|) Σ_m ±(M_m − B_m) / B_m × 100 (− where lower is better) over "
-            f"{over}; baselines B: {', '.join(baselines)}."
-        )
+        notes.append(f"Δm: the {delta_m_convention!r} convention ({DELTA_M_FORMULAS[delta_m_convention]}, − where "
+                     f"lower is better) over {over}; baselines B: {', '.join(baselines)}.")
     notes.append("Final evaluation in metrics.json of: " + "; ".join(
         f"{run.name} = {run.path} (iteration {run.iteration})" for run in baseline_runs + runs))
     PathManager.mkdirs(output_dir)

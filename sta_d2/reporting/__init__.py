@@ -1,0 +1,1 @@
+"""Offline reports over finished runs: results tables, loss curves, gradient-angle plots."""
