@@ -118,10 +118,14 @@ def dense_batch(n, seed=0):
 
 def make_batch(num_images, seed=0, num_classes=3, num_sem_classes=4):
     """Model inputs as detectron2's DatasetMapper produces them: image, instances, sem_seg."""
+    return make_sized_batch([IMAGE_SIZE] * num_images, seed, num_classes, num_sem_classes)
+
+
+def make_sized_batch(sizes, seed=0, num_classes=3, num_sem_classes=4):
+    """:func:`make_batch` with one image of each (height, width) of ``sizes`` (each side >= 36)."""
     g = torch.Generator().manual_seed(seed)
-    h, w = IMAGE_SIZE
     batch = []
-    for i in range(num_images):
+    for i, (h, w) in enumerate(sizes):
         image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
         n = 1 + i % 3
         xy = torch.rand(n, 2, generator=g) * torch.tensor([w - 24.0, h - 24.0])

@@ -23,7 +23,7 @@ from sta_d2.data.datasets import (
     load_cityscapes_npy,
     load_nyud_mt,
     load_nyuv2_13,
-    register_all_cityscapes_depth,
+    register_all_cityscapes_disparity,
     register_all_nyuv2,
 )
 from sta_d2.data.synthetic.cli import main
@@ -142,7 +142,7 @@ def named_at(reregister):
     names = [f"{base}_{s}" for base in ("nyuv2_13", "nyuv2_40", "cityscapes_depth_seg",
                                         "cityscapes_npy") for s in ("train", "val")]
     names += ["nyuv2_13_train_extra", "nyuv2_40_train_extra"]
-    return lambda root: reregister(root, names, register_all_nyuv2, register_all_cityscapes_depth)
+    return lambda root: reregister(root, names, register_all_nyuv2, register_all_cityscapes_disparity)
 
 
 def test_registered_names_and_metadata(data_root, named_at):

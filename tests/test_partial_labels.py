@@ -159,3 +159,79 @@ def test_trainer_loader_drops_labels_as_configured(tmp_path):
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     assert [sum(t in x for t in ("sem_seg", "depth", "normal")) for x in batch] == [1] * 6
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".npy", ".csv"])
+def test_availability_file_of_the_partial_label_papers(tmp_path, suffix):
+    """An N x T 0/1 matrix in dataset order, e.g. a torch file with a labels_weights tensor over
+    sem_seg, depth and normal (MTPSL / JTR "onelabel"), read for a sem_seg + depth model."""
+    import numpy as np
+
+    from sta_d2.data.partial_labels import apply_availability, read_availability
+
+    matrix = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    path = tmp_path / f"onelabel{suffix}"
+    if suffix == ".pth":
+        torch.save({"labels_weights": torch.tensor(matrix, dtype=torch.float32)}, path)
+    elif suffix == ".npy":
+        np.save(path, matrix)
+    else:
+        np.savetxt(path, matrix, delimiter=",", fmt="%d")
+    available = read_availability(str(path), 4, ["sem_seg", "depth"], ["sem_seg", "depth", "normal"])
+    assert available.tolist() == [[True, False], [False, True], [False, False], [True, True]]
+    records = [{"dataset_index": i, "file_name": f"{i}.npy", "sem_seg_file_name": "s", "depth_file_name": "d"}
+               for i in (3, 0, 2, 1)]  # any order: rows go by dataset index
+    kept = apply_availability(records, ["sem_seg", "depth"], available, "dataset_index")
+    assert [sorted(k for k in r if k.endswith("_file_name") and k != "file_name") for r in kept] == [
+        ["depth_file_name", "sem_seg_file_name"], ["sem_seg_file_name"], [], ["depth_file_name"]]
+
+
+def test_availability_file_errors_name_the_file_and_key(tmp_path):
+    import numpy as np
+
+    from sta_d2.data.partial_labels import read_availability
+
+    path = tmp_path / "labels.npy"
+    np.save(path, np.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"labels\.npy.*shape \(3, 2\), expected \(4, 2\)"):
+        read_availability(str(path), 4, ["sem_seg", "depth"])
+    np.save(path, np.full((4, 2), 0.5))
+    with pytest.raises(ValueError, match="labels.npy.*other than 0 and 1"):
+        read_availability(str(path), 4, ["sem_seg", "depth"])
+    np.save(path, np.ones((4, 2)))
+    with pytest.raises(STAConfigError, match="FILE_TASKS.*lack the model's task"):
+        read_availability(str(path), 4, ["sem_seg", "depth"], ["sem_seg", "normal"])
+    with pytest.raises(FileNotFoundError, match="cfg.STA.PARTIAL_LABELS.FILE = .*nope.pth"):
+        read_availability(str(tmp_path / "nope.pth"), 4, ["sem_seg"])
+    cfg = dense_cfg(tasks=("sem_seg", "depth"))
+    cfg.STA.PARTIAL_LABELS.MODE = "file"
+    from sta_d2 import validate_sta_config
+
+    with pytest.raises(STAConfigError, match=r"^cfg\.STA\.PARTIAL_LABELS\.FILE = ''.*MODE = 'file'"):
+        validate_sta_config(cfg)
+
+
+def test_trainer_reads_the_availability_file(tmp_path):
+    import numpy as np
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from sta_d2.data import training_dataset_dicts
+    from sta_d2.data.datasets import register_nyuv2_13
+    from sta_d2.data.synthetic import generate_nyuv2_13
+
+    generate_nyuv2_13(str(tmp_path / "nyu"), num_train=4, num_val=0)
+    name = "sta_test_availability_nyu"
+    register_nyuv2_13(name, str(tmp_path / "nyu" / "train"))
+    torch.save({"labels_weights": torch.tensor([[1, 0, 1], [0, 1, 0], [1, 1, 1], [0, 1, 1]])}, tmp_path / "w.pth")
+    try:
+        cfg = dense_cfg(tasks=("sem_seg", "depth"))
+        cfg.DATASETS.TRAIN = (name,)
+        cfg.STA.PARTIAL_LABELS.MODE, cfg.STA.PARTIAL_LABELS.FILE = "file", str(tmp_path / "w.pth")
+        cfg.STA.PARTIAL_LABELS.FILE_TASKS = ["sem_seg", "depth", "normal"]
+        dataset = training_dataset_dicts(cfg, ["sem_seg", "depth"])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    labelled = [("sem_seg_file_name" in d, "depth_file_name" in d) for d in sorted(dataset, key=lambda d: d["dataset_index"])]
+    assert labelled == [(True, False), (False, True), (True, True), (False, True)]
+    assert np.array_equal([d["dataset_index"] for d in sorted(dataset, key=lambda d: d["dataset_index"])], range(4))

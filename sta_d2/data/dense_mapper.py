@@ -74,8 +74,9 @@ class DenseDatasetMapper:
     with depth divided by s (the scene looks s times closer), disparity multiplied by the
     horizontal resize factor (s, times the width ratio of the resize to ``size``) and the
     normals' x component negated by a horizontal flip (y by a vertical one).
-    Random draws use ``np.random`` as detectron2's augmentations do, so detectron2's per-worker
-    seeding makes the mapper deterministic. At test time: resize to ``size`` only.
+    Random draws use ``np.random`` as detectron2's augmentations do; the training loader seeds
+    them per image (``sta_d2.data.train_loader.SeededMapping``), so a mapped image depends only on
+    the seed and its stream position. At test time: resize to ``size`` only.
     """
 
     #: dataset-dict fields copied to the model input unchanged

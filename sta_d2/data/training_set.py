@@ -4,7 +4,7 @@ from typing import List, Sequence
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.build import filter_images_with_few_keypoints, filter_images_with_only_crowd_annotations
 
-from .partial_labels import simulate_partial_labels
+from .partial_labels import apply_availability, read_availability, simulate_partial_labels
 
 #: key of an image's dataset index in its dataset dict and in the mapped model input
 DATASET_INDEX_KEY = "dataset_index"
@@ -24,6 +24,7 @@ def training_dataset_dicts(cfg, tasks: Sequence[str] = ()) -> List[dict]:
         filter_empty=False,
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
+    num_images = len(dicts)
     for index, record in enumerate(dicts):
         record[DATASET_INDEX_KEY] = index
     if "annotations" in dicts[0]:
@@ -36,6 +37,9 @@ def training_dataset_dicts(cfg, tasks: Sequence[str] = ()) -> List[dict]:
             raise ValueError(f"no image of {', '.join(cfg.DATASETS.TRAIN)} has a usable annotation "
                              "(cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS removed them all)")
     partial = cfg.STA.PARTIAL_LABELS
-    if tasks and partial.MODE:
+    if tasks and partial.MODE == "file":
+        available = read_availability(partial.FILE, num_images, tasks, list(partial.FILE_TASKS))
+        dicts = apply_availability(dicts, tasks, available, DATASET_INDEX_KEY)
+    elif tasks and partial.MODE:
         dicts = simulate_partial_labels(dicts, tasks, partial.MODE, list(partial.FRACTIONS), partial.SEED)
     return dicts

@@ -30,14 +30,14 @@ SMOKE_RCNN = SMOKE_RESNET + [
 # COCO is replaced by the generated shapes dataset (COCO layout, 3 categories).
 SMOKE_COCO = ["DATASETS.TRAIN", "('shapes_train',)", "DATASETS.TEST", "('shapes_val',)",
               "MODEL.ROI_HEADS.NUM_CLASSES", "3"]
-# The generated layout each configs directory trains on in a smoke run: (generator, folder under
-# the datasets root, image size).
+# Per configs directory: its Full Task config (the reference of the step ratios) and the generated
+# layout a smoke run trains on (generator, folder under the datasets root, image size).
 SMOKE_DATA = {
-    "NYUv2-13": ("nyuv2_13", "nyuv2", (32, 48)),
-    "NYUv2-40": ("nyud_mt", "NYUD_MT", (32, 48)),
-    "Cityscapes-Dense": ("cityscapes", "cityscapes", (64, 128)),
-    "Cityscapes": ("cityscapes", "cityscapes", (64, 128)),
-    "COCO-InstanceSegmentation": ("coco", "shapes", (64, 64)),
+    "NYUv2-13": ("segnet_full.yaml", "nyuv2_13", "nyuv2", (32, 48)),
+    "NYUv2-40": ("deeplab_R_50_full.yaml", "nyud_mt", "NYUD_MT", (32, 48)),
+    "Cityscapes-Dense": ("deeplab_R_50_full.yaml", "cityscapes", "cityscapes", (64, 128)),
+    "Cityscapes": ("mask_rcnn_R_50_FPN_full.yaml", "cityscapes", "cityscapes", (64, 128)),
+    "COCO-InstanceSegmentation": ("mask_rcnn_R_50_FPN_1x_full.yaml", "coco", "shapes", (64, 64)),
 }
 
 
@@ -70,8 +70,7 @@ def smoke_overrides(config_path: str, configs_root: str) -> List[str]:
 
     cfg = load_config(os.path.join(configs_root, config_path))
     directory = os.path.dirname(config_path)
-    full = [name for name in os.listdir(os.path.join(configs_root, directory)) if name.endswith("_full.yaml")]
-    reference = load_config(os.path.join(configs_root, directory, full[0])).SOLVER.MAX_ITER
+    reference = load_config(os.path.join(configs_root, directory, SMOKE_DATA[directory][0])).SOLVER.MAX_ITER
     steps = max(1, round(SMOKE_STEPS * cfg.SOLVER.MAX_ITER / reference))
     overrides = SMOKE_COMMON + ["SOLVER.MAX_ITER", str(steps)]
     if cfg.MODEL.META_ARCHITECTURE != "DenseMultiTaskNet":
@@ -88,7 +87,7 @@ def generate_smoke_data(number: int, datasets_root: str) -> None:
     from ..data.synthetic import GENERATORS
 
     for directory in sorted({os.path.dirname(c) for c in table_configs(number)}):
-        layout, folder, size = SMOKE_DATA[directory]
+        _, layout, folder, size = SMOKE_DATA[directory]
         root = os.path.join(datasets_root, folder)
         if not os.path.isdir(root):
             GENERATORS[layout][0](root, 4, 2, seed=0, image_size=size)

@@ -8,10 +8,10 @@ from .cityscapes import (
     register_all_cityscapes_inst_sem,
     register_cityscapes_inst_sem,
 )
-from .cityscapes_depth import (
+from .cityscapes_disparity import (
     load_cityscapes_depth_seg,
     load_cityscapes_npy,
-    register_all_cityscapes_depth,
+    register_all_cityscapes_disparity,
 )
 from .dense import (
     DENSE_FORMATS,
@@ -35,4 +35,4 @@ _root = os.getenv("DETECTRON2_DATASETS", "datasets")
 register_all_shapes(_root)
 register_all_cityscapes_inst_sem(_root)
 register_all_nyuv2(_root)
-register_all_cityscapes_depth(_root)
+register_all_cityscapes_disparity(_root)

@@ -95,7 +95,7 @@ def load_cityscapes_npy(split_dir, *, partially_labelled=False):
                              "cityscapes_npy", partially_labelled=partially_labelled)
 
 
-def register_all_cityscapes_depth(root):
+def register_all_cityscapes_disparity(root):
     """Register ``cityscapes_depth_seg_{train,val}`` at ``root/cityscapes`` and
     ``cityscapes_npy_{train,val}`` at ``root/cityscapes_npy``."""
     classes = cityscapes_inst_sem_metadata()["stuff_classes"]
