@@ -122,7 +122,7 @@ def make_batch(num_images, seed=0, num_classes=3, num_sem_classes=4):
 
 
 def make_sized_batch(sizes, seed=0, num_classes=3, num_sem_classes=4):
-    """:func:`make_batch` with one image of each (height, width) of ``sizes`` (each side >= 36)."""
+    """:func:`make_batch` with one image of each (height, width) of ``sizes`` (sides over 24 px)."""
     g = torch.Generator().manual_seed(seed)
     batch = []
     for i, (h, w) in enumerate(sizes):

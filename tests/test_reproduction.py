@@ -84,6 +84,7 @@ def test_smoke_keeps_each_rows_step_ratio_to_full_task():
     assert int(ista["SOLVER.MAX_ITER"]) == 2 * int(ft["SOLVER.MAX_ITER"]) == 2 * runs.SMOKE_STEPS
 
 
+@pytest.mark.slow  # tools/reproduce.py in a subprocess
 def test_check_paper_command():
     out = subprocess.run([sys.executable, str(ROOT / "tools/reproduce.py"), "--check-paper"],
                          capture_output=True, text=True, check=True).stdout

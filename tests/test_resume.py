@@ -17,7 +17,7 @@ from conftest import dense_cfg, short_run, tiny_rcnn_cfg
 from sta_d2 import STATrainer
 from sta_d2.data.datasets import register_nyuv2_13
 from sta_d2.data.synthetic import generate_coco_shapes, generate_nyuv2_13
-from sta_d2.modeling import DenseMultiTaskNet
+from sta_d2.dense_tasks import DepthTask
 
 REPO = Path(__file__).parents[1]
 
@@ -132,13 +132,13 @@ def test_non_finite_loss_names_the_task_and_keeps_the_last_checkpoint(tmp_path, 
     cfg.MODEL.DENSE.NUM_CLASSES = 13
     cfg.DATASETS.TRAIN = (name,)
     trainer = STATrainer(cfg)
-    loss = DenseMultiTaskNet.loss
+    loss = DepthTask.loss
 
-    def depth_explodes(self, task, prediction, target, per_image=False):
-        value = loss(self, task, prediction, target, per_image)
-        return value * float("nan") if task == "depth" and trainer.iter == 3 else value
+    def depth_explodes(self, prediction, target, per_image=False):
+        value = loss(self, prediction, target, per_image)
+        return value * float("nan") if trainer.iter == 3 else value
 
-    monkeypatch.setattr(DenseMultiTaskNet, "loss", depth_explodes)
+    monkeypatch.setattr(DepthTask, "loss", depth_explodes)
     trainer.resume_or_load(resume=False)
     with pytest.raises(FloatingPointError, match=r"iteration=3 in task\(s\) \['depth'\]"):
         trainer.train()
