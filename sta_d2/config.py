@@ -5,8 +5,10 @@ its own module. This module only puts them together: :func:`add_sta_config` inst
 default, :func:`validate_sta_config` checks every key and then every rule, once, on a finished
 config. :func:`load_config` is that finished config for a YAML file and command-line overrides.
 """
+import difflib
 import os
-from typing import Dict, List
+import re
+from typing import Dict, Iterator, List
 
 import yaml
 
@@ -89,7 +91,7 @@ def merge_config_file(cfg, path: str) -> None:
     try:
         cfg.merge_from_other_cfg(type(cfg)(content))
     except (KeyError, ValueError, AssertionError) as e:
-        raise STAConfigError(f"config file {path!r}: {e}") from e
+        raise STAConfigError(f"config file {path!r}: {_merge_error(e, cfg)}") from e
 
 
 def load_config(path: str, opts=()):
@@ -100,7 +102,29 @@ def load_config(path: str, opts=()):
     cfg = get_cfg()
     add_sta_config(cfg)
     merge_config_file(cfg, path)
-    cfg.merge_from_list(list(opts))
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, AssertionError) as e:
+        raise STAConfigError(f"command-line overrides: {_merge_error(e, cfg)}") from e
     validate_sta_config(cfg)
     return cfg
+
+
+def _dotted_keys(node, prefix="") -> Iterator[str]:
+    for name, value in node.items():
+        yield prefix + name
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, f"{prefix}{name}.")
+
+
+def _merge_error(error, cfg) -> str:
+    """yacs' merge error, and for a key that does not exist the closest existing keys."""
+    unknown = re.search(r"Non-existent (?:config )?key: ([\w.]+)", str(error))
+    if not unknown:
+        return str(error).strip("'\"")
+    key = unknown.group(1)
+    close = difflib.get_close_matches(key, list(_dotted_keys(cfg)), n=3, cutoff=0.6)
+    guess = (f"did you mean {close[0]}?" + (f" (or {', '.join(close[1:])})" if close[1:] else "") if close else
+             "no existing key is close to it (docs/configuration.md lists sta_d2's keys)")
+    return f"{key} is not a config key; {guess}"
 

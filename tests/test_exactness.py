@@ -12,12 +12,14 @@ from detectron2.utils.events import EventStorage
 from conftest import make_batch, make_sized_batch, tiny_rcnn_cfg
 from sta_d2.allocation import TaskAssignment
 from sta_d2.modeling import LOSS_TASKS
+from sta_d2.specs import STAConfigError
 
 SEED = 1234
 
-# Three images of different sizes and aspect ratios; sta_d2 pads the batch to 96 x 96.
-SIZES = [(64, 96), (96, 60), (52, 76)]
-PADDED_SIDE = 96
+# Three images of different sizes and aspect ratios. sta_d2 pads the batch to 64 x 64; stock
+# detectron2 would pad the second image alone to 64 x 32, the third to 32 x 64.
+SIZES = [(48, 64), (64, 32), (32, 56)]
+PADDED_SIDE = 64
 # Allocations of SIZES' images, each image's tasks by initial (d: det, m: mask, s: sem_seg; the
 # R-CNN drops "s"): every task gets each of the 8 sub-batches (none, each image, each pair, all),
 # each image each of the 8 task sets, any two images every pair of {det, mask} sets; and the
@@ -165,3 +167,12 @@ def test_unallocated_task_gives_connected_exact_zero(panoptic):
         assert zero.requires_grad and zero.grad_fn is not None, missing
         g = grads(ours, sum(losses.values()))
         assert all(v is not None and torch.isfinite(v).all() for v in g.values()), missing
+
+
+def test_mask_head_on_predicted_boxes_is_rejected():
+    """Stock's mask head would train on the box head's predictions for the mask images, which
+    sta_d2 does not run the box head on unless they are allocated det."""
+    cfg = tiny_rcnn_cfg()
+    cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES = True
+    with pytest.raises(STAConfigError, match="TRAIN_ON_PRED_BOXES"):
+        build_model(cfg)

@@ -11,6 +11,8 @@ import ast
 from collections import deque
 from pathlib import Path
 
+import pytest
+
 PACKAGE = "sta_d2"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 
@@ -164,7 +166,8 @@ def test_sta_d2_has_no_import_cycles():
         cycle = shortest_cycle_through(graph, component[0], members)
         report.append(f"{len(component)} modules import each other: {', '.join(component)}\n"
                       f"  one cycle among them:\n{describe_cycle(graph, cycle)}")
-    assert not cyclic, f"{len(cyclic)} import cycle(s) in {PACKAGE}:\n\n" + "\n\n".join(report)
+    if cyclic:
+        pytest.fail(f"{len(cyclic)} import cycle(s) in {PACKAGE}:\n\n" + "\n\n".join(report), pytrace=False)
 
 
 def imports_of(graph, module, prefixes):
@@ -183,13 +186,14 @@ def test_layers_depend_only_downwards():
     """sta_d2.specs is the bottom layer; the weighting methods are independent of models, data and
     the training loop; the engine uses the weighting package's public interface only."""
     graph = import_graph()
-    assert "sta_d2.specs" in MODULES
+    assert "sta_d2.specs" in MODULES, "sta_d2/specs.py is missing"
     violations = imports_of(graph, "sta_d2.specs", [PACKAGE])
     for module in under("sta_d2.weighting"):
         violations += imports_of(graph, module, ["sta_d2.modeling", "sta_d2.data", "sta_d2.engine"])
     for module in under("sta_d2.engine"):
         violations += imports_of(graph, module, ["sta_d2.weighting.gradients"])
-    assert not violations, "imports against the layering:\n  " + "\n  ".join(violations)
+    if violations:
+        pytest.fail("imports against the layering:\n  " + "\n  ".join(violations), pytrace=False)
 
 
 def test_the_graph_reads_each_kind_of_import(tmp_path):

@@ -10,6 +10,9 @@ from conftest import IMAGE_SIZE, short_run, tiny_rcnn_cfg
 from sta_d2 import STATrainer
 from sta_d2.data.synthetic import generate_coco_shapes
 
+# in-process Mask R-CNN training runs, 10-60 s each on 2 shared cores
+pytestmark = pytest.mark.slow
+
 TRAIN, VAL = "sta_test_shapes_train", "sta_test_shapes_val"
 
 

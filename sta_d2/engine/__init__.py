@@ -1,4 +1,6 @@
 from .checkpoint import AtomicCheckpointer
-from .launch import launch
+from .launch import check_device, launch
+from .logs import setup_logging
+from .preflight import check_dataset, check_run, check_weights
 from .train_loop import AllocationTrainer, unwrap_model
 from .trainer import STATrainer

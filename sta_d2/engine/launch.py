@@ -6,8 +6,11 @@ per "GPU" of ``--num-gpus``, on the CPU with the gloo backend, sets up detectron
 process group (``comm.get_local_rank()`` and friends) and then calls ``main_func`` as
 detectron2's workers do. The command line stays detectron2's: ``--num-gpus``,
 ``--num-machines``, ``--machine-rank``, ``--dist-url`` (``auto`` picks a free local port).
+:func:`check_device` tells, before anything starts, whether ``MODEL.DEVICE`` can run that many
+processes here.
 """
 import logging
+import os
 import socket
 
 import torch
@@ -17,7 +20,34 @@ from detectron2.engine import launch as detectron2_launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.utils import comm
 
-__all__ = ["launch"]
+from ..specs import STAConfigError
+
+__all__ = ["launch", "check_device"]
+
+
+def check_device(device: str, num_gpus_per_machine: int = 1) -> None:
+    """Raise STAConfigError, with its fix, when ``MODEL.DEVICE`` = ``device`` cannot run
+    ``num_gpus_per_machine`` processes on this machine: a CUDA device without CUDA (each process
+    would die building its model, after the launch), or more GPUs than the machine has."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise STAConfigError(f"cfg.MODEL.DEVICE = {device!r} is not a torch device ({e}); use 'cpu' or 'cuda'")
+    if kind != "cuda":
+        return
+    if not torch.cuda.is_available():
+        cores = os.cpu_count() or 1
+        asked = f" (--num-gpus {num_gpus_per_machine} asks for {num_gpus_per_machine} GPUs)" if num_gpus_per_machine > 1 else ""
+        raise STAConfigError(
+            f"cfg.MODEL.DEVICE = {device!r} but this machine has no CUDA{asked}: add `MODEL.DEVICE cpu` "
+            "to the command to train on the CPU. Without CUDA, --num-gpus N starts N CPU processes "
+            f"joined with gloo, which share this machine's {cores} CPU core(s): --num-gpus 1 (one "
+            f"process uses every core) or at most --num-gpus {cores}"
+        )
+    count = torch.cuda.device_count()
+    if num_gpus_per_machine > count:
+        raise STAConfigError(f"--num-gpus {num_gpus_per_machine} but this machine has {count} CUDA "
+                             f"device(s): use --num-gpus {count} or fewer")
 
 
 def launch(main_func, num_gpus_per_machine, num_machines=1, machine_rank=0, dist_url=None, args=(),

@@ -1,6 +1,7 @@
 """The inner training loop: one optimizer step per allocation step."""
+import math
 import time
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -10,11 +11,11 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import get_event_storage
 from torch.nn.parallel import DistributedDataParallel
 
-from ..allocation import AllocationPolicy, TaskAssignment
-from ..comm import all_average
+from ..allocation import AllocationPolicy
 from ..data import DATASET_INDEX_KEY
 from ..data.train_loader import StreamBatchSampler, mixed_seed
 from ..weighting import TaskWeighting, WeightingStep
+from ..weighting.gradients import deferred_scalars
 
 
 def unwrap_model(model):
@@ -75,56 +76,81 @@ class AllocationTrainer(SimpleTrainer):
         inputs = assignment.attach(batch)
         loss_dict = self.model(inputs)
         task_losses = model.task_losses(loss_dict)
-        self.check_finite(task_losses, loss_dict)
-        step = WeightingStep(model=model, active=self.active_tasks(assignment), iteration=self.iter,
+        counts = assignment.counts()
+        step = WeightingStep(model=model, active=self.active_tasks(counts), iteration=self.iter,
                              dataset_indices=[x.get(DATASET_INDEX_KEY) for x in inputs])
         self.optimizer.zero_grad()
-        weights = self.weighting.backward(task_losses, step)
+        with deferred_scalars() as logged:
+            weights = self.weighting.backward(task_losses, step)
         self.weighting.average_gradients()
-        self._write_metrics(loss_dict, self._data_time)
-        self.write_task_metrics(task_losses, weights, assignment, self._skipped)
+        self.write_task_metrics(loss_dict, task_losses, weights, logged, counts)
         self.optimizer.step()
 
-    def check_finite(self, task_losses, loss_dict):
+    def check_finite(self, gathered: List[dict]):
         """Stop with detectron2's FloatingPointError, naming the task(s), before a non-finite loss
-        reaches the parameters (so the last checkpoint stays the last good state). Every process
-        learns of a non-finite loss on any process and stops with the same message."""
-        bad = torch.tensor([float(not torch.isfinite(v).all()) for v in task_losses.values()], dtype=torch.float64)
-        bad = all_average(bad.to(next(iter(task_losses.values())).device))
-        if bad.any():
-            tasks = [t for t, b in zip(task_losses, bad.tolist()) if b]
+        reaches the parameters: the optimizer has not stepped, so the last checkpoint stays the
+        last good state. ``gathered``: every process's host values of the step (see
+        :meth:`write_task_metrics`), so every process learns of a non-finite loss on any process
+        and stops with the same message."""
+        local = gathered[comm.get_rank()]
+        tasks = [t for t in local["task_losses"] if any(not math.isfinite(g["task_losses"][t]) for g in gathered)]
+        if tasks or any(not math.isfinite(v) for g in gathered for v in g["losses"].values()):
             raise FloatingPointError(
                 f"Loss became infinite or NaN at iteration={self.iter} in task(s) {tasks} (on some "
-                f"process); this process's losses: { {k: float(v.detach()) for k, v in loss_dict.items()} }"
+                f"process); this process's losses: {local['losses']}"
             )
 
     @staticmethod
-    def active_tasks(assignment: TaskAssignment):
-        """Tasks allocated to some image of this step on any process: every process hands the
-        weighting method the same tasks, so its cross-process reductions line up (a task absent
-        from one process's sub-batch has an exact zero loss there)."""
-        counts = all_average(assignment.mask.sum(dim=0).to(torch.float64))
-        return [t for t, c in zip(assignment.tasks, counts.tolist()) if c > 0]
+    def active_tasks(counts: Dict[str, int]) -> List[str]:
+        """Tasks allocated to some image of this step on any process (``counts``: this process's
+        images per task): every process hands the weighting method the same tasks, so its
+        cross-process reductions line up (a task absent from one process's sub-batch has an exact
+        zero loss there). Host values only."""
+        gathered = comm.all_gather(counts)
+        return [t for t in counts if sum(c[t] for c in gathered) > 0]
 
-    @staticmethod
-    def write_task_metrics(task_losses: Dict[str, torch.Tensor], weights: Dict[str, float],
-                           assignment: TaskAssignment, skipped: int):
-        """Log per-task losses and weights (mean over processes), allocation counts and images
-        skipped for having no labelled task (sums over processes)."""
-        local = {
-            "losses": {t: v.detach().cpu().item() for t, v in task_losses.items()},
-            "weights": weights,
-            "counts": assignment.counts(),
-            "skipped": skipped,
-        }
-        gathered = comm.gather(local)
-        if comm.is_main_process():
-            storage = get_event_storage()
-            storage.put_scalar("skipped_images", sum(g["skipped"] for g in gathered), smoothing_hint=False)
-            for task in task_losses:
-                storage.put_scalar(f"task_loss/{task}", np.mean([g["losses"][task] for g in gathered]))
-                storage.put_scalar(f"task_weight/{task}", np.mean([g["weights"][task] for g in gathered]))
-                storage.put_scalar(f"allocated/{task}", sum(g["counts"][task] for g in gathered), smoothing_hint=False)
+    def write_task_metrics(self, loss_dict: Dict[str, torch.Tensor], task_losses: Dict[str, torch.Tensor],
+                           weights: Dict[str, object], logged: Dict[str, object], counts: Dict[str, int]):
+        """Write what SimpleTrainer writes (``total_loss``, each loss, ``data_time``) and, per
+        task, the loss and weight (means over processes) and the allocated images, the images
+        skipped for having no labelled task (sums over processes) and what the weighting method
+        logged; but first stop on a non-finite loss (:meth:`check_finite`).
+
+        The step's tensors (losses, weights, logged values) reach the host in one transfer per
+        device, and processes exchange host values only: one synchronisation with the device per
+        step, where SimpleTrainer has one per loss."""
+        entries = ([("losses", k, v) for k, v in loss_dict.items()]
+                   + [("task_losses", t, v) for t, v in task_losses.items()]
+                   + [("weights", t, w) for t, w in weights.items()] + [("logged", k, v) for k, v in logged.items()])
+        values = [v for _, _, v in entries]
+        by_device = {}
+        for i, v in enumerate(values):
+            if isinstance(v, torch.Tensor):
+                by_device.setdefault(v.device, []).append(i)
+        for indices in by_device.values():
+            host = torch.stack([values[i].detach().double().reshape(()) for i in indices]).tolist()
+            for i, value in zip(indices, host):
+                values[i] = value
+        local = {"losses": {}, "task_losses": {}, "weights": {}, "logged": {}}
+        for (group, key, _), value in zip(entries, values):
+            local[group][key] = float(value)
+        local.update(counts=counts, skipped=self._skipped, data_time=self._data_time)
+        gathered = comm.all_gather(local)
+        self.check_finite(gathered)
+        storage = get_event_storage()
+        storage.put_scalars(**local["logged"])
+        if not comm.is_main_process():
+            return
+        storage.put_scalar("data_time", max(g["data_time"] for g in gathered))
+        losses = {k: np.mean([g["losses"][k] for g in gathered]) for k in loss_dict}
+        storage.put_scalar("total_loss", sum(losses.values()))
+        if len(losses) > 1:
+            storage.put_scalars(**losses)
+        storage.put_scalar("skipped_images", sum(g["skipped"] for g in gathered), smoothing_hint=False)
+        for task in task_losses:
+            storage.put_scalar(f"task_loss/{task}", np.mean([g["task_losses"][task] for g in gathered]))
+            storage.put_scalar(f"task_weight/{task}", np.mean([g["weights"][task] for g in gathered]))
+            storage.put_scalar(f"allocated/{task}", sum(g["counts"][task] for g in gathered), smoothing_hint=False)
 
     def state_dict(self):
         next_batch = self._cycle_start if self.policy.holds_batches() else self._loaded

@@ -63,7 +63,9 @@ class WeightingStep:
 
 class TaskWeighting(nn.Module):
     """Base class. ``backward`` must leave in ``.grad`` of the model's parameters (and of the
-    method's own) the gradients of this step, and return the per-task weights to log."""
+    method's own) the gradients of this step, and return the per-task weights to log (floats or
+    0-dim tensors: the trainer brings a step's tensors to the host in one transfer, so a method
+    need not synchronise with the device)."""
 
     CONFIG_NAME = ""  # node of cfg.STA.WEIGHTING holding CONFIG
     CONFIG: Dict[str, Key] = {}
@@ -154,7 +156,7 @@ class LossWeighting(TaskWeighting):
         total = sum(weights[t] * task_losses[t] for t in self.tasks) + self.regulariser(step)
         total.backward()
         self.observe(task_losses)
-        return {t: float(w.detach()) for t, w in weights.items()}
+        return {t: w.detach() for t, w in weights.items()}
 
 
 def method_config_keys() -> Dict[str, Key]:

@@ -31,4 +31,4 @@ class WeightedGradientMethod(TaskWeighting):
         weighted = {t: weights[t].detach().to(task_losses[t]) * task_losses[t] for t in self.tasks}
         combined = self.gradient_method.backward(weighted, step)
         self.loss_weighting.observe(task_losses)
-        return {t: float(weights[t].detach()) * combined[t] for t in self.tasks}
+        return {t: weights[t].detach() * combined[t] for t in self.tasks}

@@ -1,6 +1,8 @@
+import torch
+
 from ..specs import Key, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import cosine_matrix, log_scalars, pair_values, split_parameters, task_gradients
+from .gradients import log_scalars, pair_values, split_parameters, task_gradients
 
 
 @WEIGHTING_REGISTRY.register()
@@ -13,13 +15,15 @@ class CosReg(TaskWeighting):
     absent task's gradient is zero and its cosine undefined; so is a zero gradient of an active
     task, which is left out too). The g_t are computed with ``create_graph=True`` and the loss is
     back-propagated once into every parameter, so the cost is one backward pass per active task
-    plus a double backward (Hessian-vector products) through the shared network, with its memory;
+    (none with fewer than two) plus a double backward (Hessian-vector products) through the shared network, with its memory;
     every op between the shared parameters and the losses needs a double backward, so it does not
     apply to the R-CNN models (torchvision's roi_align has none; rejected when the trainer is
     built).
     Under DDP the g_t are averaged across processes with a differentiable all-reduce before the
-    cosines. Logged: ``cosreg/regulariser`` (the sum of squared cosines, before WEIGHT) and
-    ``grad/mean_cosine``. Every task weight is reported as 1.
+    cosines. Zero gradients are left out with masks, not by indexing, so no value leaves the
+    device. Logged with two or more active tasks: ``cosreg/regulariser`` (the sum of squared
+    cosines, before WEIGHT) and ``grad/mean_cosine`` (over the pairs of non-zero gradients, 0 if
+    there is none). Every task weight is reported as 1.
     """
 
     combines_loss_weights = True
@@ -36,13 +40,17 @@ class CosReg(TaskWeighting):
         shared, _ = split_parameters(step.model)
         active = self.active_tasks(step)
         total = sum(task_losses[t] for t in self.tasks)
-        grads, _ = task_gradients([task_losses[t] for t in active], shared, create_graph=True)
-        grads = grads[grads.detach().norm(dim=1) > 0]
-        if len(grads) > 1:
-            pairs = pair_values(cosine_matrix(grads))
+        if len(active) > 1:
+            grads, _ = task_gradients([task_losses[t] for t in active], shared, create_graph=True)
+            norms = grads.norm(dim=1)
+            nonzero = norms.detach() > 0
+            counted = pair_values(nonzero[:, None] & nonzero[None, :])
+            products = pair_values(norms[:, None] * norms[None, :]).clamp_min(torch.finfo(grads.dtype).tiny)
+            # a pair with a zero gradient has cosine 0 (its dot product is 0) and no gradient
+            pairs = pair_values(grads @ grads.T) / torch.where(counted, products, 1.0)
             regulariser = (pairs ** 2).sum()
             total = total + self.weight * regulariser
-            log_scalars({"cosreg/regulariser": float(regulariser.detach()),
-                         "grad/mean_cosine": float(pairs.detach().mean())})
+            log_scalars({"cosreg/regulariser": regulariser.detach(),
+                         "grad/mean_cosine": pairs.detach().sum() / counted.sum().clamp_min(1)})
         total.backward()
         return {t: 1.0 for t in self.tasks}

@@ -36,31 +36,29 @@ class DynamicWeightAverage(LossWeighting):
         self.register_buffer("known", torch.zeros(n, dtype=torch.long))
 
     def weights(self, task_losses, step):
-        if bool((self.known < 2).any()):
-            return {t: torch.ones(()) for t in self.tasks}
         ratio = self.means[0] / self.means[1]
         w = len(self.tasks) * torch.softmax(ratio / self.temperature, dim=0)
-        return {t: w[i].float() for i, t in enumerate(self.tasks)}
+        w = torch.where((self.known < 2).any(), 1.0, w).float()
+        return {t: w[i] for i, t in enumerate(self.tasks)}
 
     @torch.no_grad()
     def observe(self, task_losses):
         """Add this step's non-zero task losses to the window; close it after WINDOW steps.
 
         Under DDP a task's loss is the mean over the processes where it is non-zero, so that every
-        process keeps the same history."""
+        process keeps the same history. Branch-free (masked updates), so no value leaves the device."""
         losses = torch.stack([task_losses[t].detach() for t in self.tasks]).to(self.window_sum)
         present = all_average((losses != 0).double())
         losses = all_average(losses)
         seen = present > 0
-        self.window_sum[seen] += losses[seen] / present[seen]
-        self.window_count[seen] += 1
+        self.window_sum += torch.where(seen, losses / present, 0.0)
+        self.window_count += seen.long()
         self.steps_in_window += 1
-        if int(self.steps_in_window) < self.window:
-            return
-        seen = self.window_count > 0
-        self.means[1, seen] = self.means[0, seen]
-        self.means[0, seen] = self.window_sum[seen] / self.window_count[seen]
-        self.known[seen] = (self.known[seen] + 1).clamp(max=2)
-        self.window_sum.zero_()
-        self.window_count.zero_()
-        self.steps_in_window.zero_()
+        closing = self.steps_in_window >= self.window
+        seen = closing & (self.window_count > 0)
+        self.means[1] = torch.where(seen, self.means[0], self.means[1])
+        self.means[0] = torch.where(seen, self.window_sum / self.window_count, self.means[0])
+        self.known.copy_(torch.where(seen, (self.known + 1).clamp(max=2), self.known))
+        self.window_sum.masked_fill_(closing, 0.0)
+        self.window_count.masked_fill_(closing, 0)
+        self.steps_in_window.masked_fill_(closing, 0)

@@ -1,14 +1,20 @@
-"""Per-task gradients for the gradient-based methods (PCGrad, MGDA-UB, GradNorm, CosReg).
+"""Per-task gradients for the gradient-based methods (PCGrad, MGDA-UB, GradNorm, CosReg, IAL).
 
 Only the tasks of ``step.active`` are differentiated: an absent task's loss is an exact zero, its
 gradient a zero vector that would distort any combination. Under DDP every process holds the
 gradients of its own sub-batch; :func:`sta_d2.comm.all_average` averages a per-task quantity across processes
 (the stacked per-task gradient matrix, or a Gram matrix) before it is combined, so that every
 process combines the same gradients and takes the same step. At world size 1 it is a no-op.
+
+Nothing here brings a value to the host: scalars to log stay tensors until the trainer moves
+all of a step's values in one transfer (:func:`deferred_scalars`).
 """
-from typing import Dict, List, Sequence, Tuple
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
@@ -29,17 +35,43 @@ def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor
     averaged across processes unless ``average`` is False (gradients w.r.t. activations, which
     differ per process). Inputs a loss does not reach get zeros; the second value tells, per
     input, whether any loss reached it. The graph is kept for later backward passes."""
-    rows, reached = [], [False] * len(inputs)
+    rows, reached, _ = task_gradients_with_parameters(losses, inputs, [], create_graph, average)
+    return rows, reached
+
+
+def task_gradients_with_parameters(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
+                                   params: Sequence[torch.Tensor], create_graph: bool = False, average: bool = True
+                                   ) -> Tuple[torch.Tensor, List[bool], List[List[Optional[torch.Tensor]]]]:
+    """:func:`task_gradients` w.r.t. ``inputs`` and, from the same backward pass of each loss, its
+    gradients w.r.t. ``params`` (the task heads), one list per loss, None where the loss does not
+    reach a parameter; these are not averaged: combine them, then :func:`accumulate_gradients`.
+    One pass per loss yields both, where a separate pass for ``params`` would run the heads' backward
+    again."""
+    rows, reached, heads = [], [False] * len(inputs), []
+    everything = list(inputs) + list(params)
     for loss in losses:
-        grads = [None] * len(inputs)
+        grads = [None] * len(everything)
         if loss.requires_grad:
-            grads = torch.autograd.grad(loss, inputs, retain_graph=True, create_graph=create_graph, allow_unused=True)
+            grads = torch.autograd.grad(loss, everything, retain_graph=True, create_graph=create_graph,
+                                        allow_unused=True)
         reached = [r or g is not None for r, g in zip(reached, grads)]
         rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).reshape(-1) for g, x in zip(grads, inputs)]))
+        heads.append(list(grads[len(inputs):]))
     if not rows:
-        return torch.zeros(0, sum(x.numel() for x in inputs), device=inputs[0].device), reached
+        return torch.zeros(0, sum(x.numel() for x in inputs), device=inputs[0].device), reached, heads
     rows = torch.stack(rows)
-    return (all_average(rows, differentiable=create_graph) if average else rows), reached
+    return (all_average(rows, differentiable=create_graph) if average else rows), reached, heads
+
+
+def combine(per_loss: Sequence[Sequence[Optional[torch.Tensor]]], weights: Optional[Sequence] = None
+            ) -> List[Optional[torch.Tensor]]:
+    """Per parameter, sum_k weights[k] * per_loss[k][parameter] (weights 1 if None) over the losses
+    that reach it; None where none does."""
+    combined = []
+    for grads in zip(*per_loss):
+        terms = [g if weights is None else weights[k] * g for k, g in enumerate(grads) if g is not None]
+        combined.append(sum(terms[1:], terms[0]) if terms else None)
+    return combined
 
 
 def accumulate_gradient(params: Sequence[nn.Parameter], flat: torch.Tensor, reached: Sequence[bool]) -> None:
@@ -50,6 +82,19 @@ def accumulate_gradient(params: Sequence[nn.Parameter], flat: torch.Tensor, reac
         g = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
         if r:
+            p.grad = g.detach().clone() if p.grad is None else p.grad + g.detach()
+
+
+def accumulate_gradients(params: Sequence[nn.Parameter], grads: Sequence[Optional[torch.Tensor]]) -> None:
+    """Add per-parameter gradients (None: unreached, ``.grad`` unchanged) to ``.grad``, averaged
+    across processes in one all-reduce."""
+    reached = [g is not None for g in grads]
+    if comm.get_world_size() > 1:
+        flat = torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)])
+        accumulate_gradient(params, all_average(flat), reached)
+        return
+    for p, g in zip(params, grads):
+        if g is not None:
             p.grad = g.detach().clone() if p.grad is None else p.grad + g.detach()
 
 
@@ -68,16 +113,42 @@ def cosine_matrix(grads: torch.Tensor) -> torch.Tensor:
     return (grads @ grads.T) / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(grads.dtype).tiny)
 
 
+def gram_cosines(gram: torch.Tensor) -> torch.Tensor:
+    """:func:`cosine_matrix` of rows given by their Gram matrix."""
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    return gram / (norms[:, None] * norms[None, :]).clamp_min(torch.finfo(gram.dtype).tiny)
+
+
 def pair_values(matrix: torch.Tensor) -> torch.Tensor:
     """The entries (i, j), i < j, of a square matrix: one value per pair of rows."""
     i, j = torch.triu_indices(len(matrix), len(matrix), offset=1, device=matrix.device)
     return matrix[i, j]
 
 
-def log_scalars(values: Dict[str, float]) -> None:
-    """Put ``values`` into the active detectron2 EventStorage, if there is one."""
+_DEFERRED: ContextVar[Optional[Dict[str, object]]] = ContextVar("sta_d2_deferred_scalars", default=None)
+
+
+@contextmanager
+def deferred_scalars():
+    """Inside, :func:`log_scalars` collects its values (tensors stay where they are) into the
+    yielded dict instead of writing them, for the caller to write once they are on the host."""
+    collected: Dict[str, object] = {}
+    token = _DEFERRED.set(collected)
+    try:
+        yield collected
+    finally:
+        _DEFERRED.reset(token)
+
+
+def log_scalars(values: Dict[str, object]) -> None:
+    """Put ``values`` (floats or 0-dim tensors) into the active detectron2 EventStorage, if there
+    is one; inside :func:`deferred_scalars`, hand them to its caller instead."""
+    deferred = _DEFERRED.get()
+    if deferred is not None:
+        deferred.update(values)
+        return
     try:
         storage = get_event_storage()
     except AssertionError:
         return
-    storage.put_scalars(**values)
+    storage.put_scalars(**{k: float(v) for k, v in values.items()})

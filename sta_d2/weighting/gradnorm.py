@@ -58,15 +58,16 @@ class GradNorm(TaskWeighting):
             grads, _ = task_gradients(losses, [step.model.last_shared_layer()])
             norms = grads.norm(dim=1).to(self.task_weights.dtype)
             values = all_average(torch.stack([loss.detach().double() for loss in losses])).to(self.initial_losses)
-            new = ~self.has_initial_loss[index] & (values > 0)
-            self.initial_losses[torch.tensor(index)[new]] = values[new]
-            self.has_initial_loss[torch.tensor(index)[new]] = True
-            ratios = torch.where(self.has_initial_loss[index], values / self.initial_losses[index], 1.0)
+            rows = torch.tensor(index).to(self.initial_losses.device, non_blocking=True)
+            new = ~self.has_initial_loss[rows] & (values > 0)
+            self.initial_losses[rows] = torch.where(new, values, self.initial_losses[rows])
+            self.has_initial_loss[rows] = self.has_initial_loss[rows] | new
+            ratios = torch.where(self.has_initial_loss[rows], values / self.initial_losses[rows], 1.0)
             relative = ((ratios / ratios.mean()) ** self.alpha).to(norms)
-            grad_norms = self.task_weights[index] * norms
+            grad_norms = self.task_weights[rows] * norms
             gradnorm_loss = (grad_norms - grad_norms.mean().detach() * relative).abs().sum()
             gradnorm_loss.backward()
-            log_scalars({"gradnorm/loss": float(gradnorm_loss.detach())})
+            log_scalars({"gradnorm/loss": gradnorm_loss.detach()})
         weights = self.task_weights.detach().clone()
         sum(weights[i] * task_losses[t] for i, t in enumerate(self.tasks)).backward()
-        return {t: float(w) for t, w in zip(self.tasks, weights)}
+        return {t: weights[i] for i, t in enumerate(self.tasks)}

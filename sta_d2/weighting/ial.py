@@ -3,7 +3,14 @@ from torch import nn
 
 from ..specs import LOG_VARIANCE, Key, STAConfigError, text
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import accumulate_gradient, backward_task_specific, split_parameters, task_gradients
+from .gradients import (
+    accumulate_gradient,
+    accumulate_gradients,
+    backward_task_specific,
+    combine,
+    split_parameters,
+    task_gradients_with_parameters,
+)
 
 
 @WEIGHTING_REGISTRY.register()
@@ -50,28 +57,29 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
         self.register_buffer("primary_grad_norm", torch.zeros((), dtype=torch.float64))
 
     def backward(self, task_losses, step):
-        shared, others = split_parameters(step.model)
+        shared, heads = split_parameters(step.model)
         active = [self.tasks.index(t) for t in self.active_tasks(step)]
-        rows, reached = task_gradients([task_losses[self.tasks[i]] for i in active], shared)
+        rows, reached, head_grads = task_gradients_with_parameters(
+            [task_losses[self.tasks[i]] for i in active], shared, heads)
         grads = dict(zip(active, rows))
 
         k = self.tasks.index(self.primary)
         s = self.log_vars.detach()
         if k in active:
-            self.primary_grad_norm.fill_(float(grads[k].norm()))
-        reference = float(self.primary_grad_norm)
+            self.primary_grad_norm.copy_(grads[k].norm())
+        reference = self.primary_grad_norm
         combined = grads[k] if k in active else torch.zeros_like(torch.cat([q.detach().reshape(-1) for q in shared]))
         for a in active:
             if a == k:
                 continue
-            if reference > 0:
-                norm = float(grads[a].norm())
-                scale = min(1.0, float(torch.exp(s[k] - s[a]))) * reference / norm if norm > 0 else 0.0
-            else:
-                scale = float(torch.exp(-s[a]))
+            norm = grads[a].norm().double()
+            share = torch.exp(s[k] - s[a]).double().clamp(max=1.0) * reference / norm
+            scale = torch.where(reference > 0, torch.where(norm > 0, share, 0.0), torch.exp(-s[a]).double())
             combined = combined + scale * grads[a]
 
-        total = sum(torch.exp(-self.log_vars[i]) * task_losses[self.tasks[i]] + self.log_vars[i] for i in active)
-        backward_task_specific(total, others + [self.log_vars])
+        precisions = torch.exp(-self.log_vars)
+        accumulate_gradients(heads, combine(head_grads, [precisions.detach()[i] for i in active]))
+        own = sum(precisions[i] * task_losses[self.tasks[i]].detach() + self.log_vars[i] for i in active)
+        backward_task_specific(own, [self.log_vars])
         accumulate_gradient(shared, combined, reached)
-        return {t: float(torch.exp(-s[i])) for i, t in enumerate(self.tasks)}
+        return {t: w for t, w in zip(self.tasks, torch.exp(-s))}

@@ -9,7 +9,7 @@ import os
 from PIL import Image
 
 from .cityscapes import cityscapes_inst_sem_metadata
-from .dense import load_numbered_npy, log_labelled_counts, register_dense_dataset
+from .dense import load_numbered_npy, log_labelled_counts, missing_data_hint, register_dense_dataset
 
 CITYSCAPES_DENSE_TASKS = ("sem_seg", "disparity")
 _IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -18,12 +18,10 @@ _DISPARITY_SUFFIX = "_disparity.png"
 MTAN_DISPARITY_UNIT = "mtan inverse depth (disparity PNG value / 65536, as stored)"
 
 
-def _require_dir(path):
+def _require_dir(path, root):
     if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"Cityscapes directory {path} does not exist; see datasets/README.md for the expected "
-            "layout under $DETECTRON2_DATASETS"
-        )
+        raise FileNotFoundError(f"Cityscapes directory {path} does not exist; "
+                                f"{missing_data_hint(root, 'cityscapes')}")
 
 
 def load_cityscapes_depth_seg(root, split, *, partially_labelled=False):
@@ -40,10 +38,10 @@ def load_cityscapes_depth_seg(root, split, *, partially_labelled=False):
         os.path.join(root, sub, split) for sub in ("leftImg8bit", "gtFine", "disparity", "camera")
     )
     for path in (image_dir,) if partially_labelled else (image_dir, gt_dir, disparity_dir):
-        _require_dir(path)
+        _require_dir(path, root)
     with_camera = os.path.isdir(os.path.join(root, "camera"))
     if with_camera and os.path.isdir(disparity_dir):
-        _require_dir(camera_dir)
+        _require_dir(camera_dir, root)
     images = sorted(glob.glob(os.path.join(image_dir, "*", "*" + _IMAGE_SUFFIX)))
     if not images:
         raise FileNotFoundError(f"no *{_IMAGE_SUFFIX} images in {image_dir}/<city>/")

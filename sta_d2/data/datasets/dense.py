@@ -106,6 +106,25 @@ DENSE_FORMATS = {
 }
 
 
+# dense_format -> the layout in which `python -m sta_d2.data.synthetic` writes it
+SYNTHETIC_LAYOUTS = {"nyuv2_npy": "nyuv2_13", "nyud_mt": "nyud_mt", "cityscapes": "cityscapes",
+                     "cityscapes_npy": "cityscapes_npy"}
+
+
+def missing_data_hint(folder, layout=None, extra=""):
+    """How to fix a missing dataset ``folder``, to end its error: where sta_d2 reads datasets
+    (``$DETECTRON2_DATASETS``, as it is set now) and, for a synthetic ``layout``, the command that
+    writes such data there (with ``extra`` arguments), for a first run without the real data."""
+    root = os.getenv("DETECTRON2_DATASETS")
+    now = f"now {root}" if root else "unset, so ./datasets of the current directory"
+    hint = (f"datasets are read under $DETECTRON2_DATASETS ({now}): set it to the folder that holds "
+            f"{os.path.basename(os.path.normpath(folder))}/")
+    if layout:
+        hint += (f", or write synthetic data in this layout with: "
+                 f"python -m sta_d2.data.synthetic {layout} --root {folder}{extra}")
+    return f"{hint}; see datasets/README.md for every layout"
+
+
 def dense_tasks_of(record):
     """The registered dense tasks a dataset dict has files for, in registration order."""
     return [t for t in dense_task_names() if f"{t}_file_name" in record]
@@ -171,8 +190,10 @@ def load_numbered_npy(split_dir, targets, dense_format, *, partially_labelled=Fa
     required = ("image",) if partially_labelled else ("image", *targets.values())
     for sub in required:
         if not os.path.isdir(os.path.join(split_dir, sub)):
-            raise FileNotFoundError(f"directory {os.path.join(split_dir, sub)} does not exist; "
-                                    f"{DATA_HINT}")
+            split = os.path.normpath(split_dir)
+            extra = " --num-train-extra N" if os.path.basename(split) == "train_extra" else ""
+            hint = missing_data_hint(os.path.dirname(split), SYNTHETIC_LAYOUTS.get(dense_format), extra)
+            raise FileNotFoundError(f"directory {os.path.join(split_dir, sub)} does not exist; {hint}")
     images = _numbered_npy(os.path.join(split_dir, "image"))
     if not images:
         raise FileNotFoundError(f"no <index>.npy images in {os.path.join(split_dir, 'image')}")

@@ -10,7 +10,7 @@ import os
 
 from PIL import Image
 
-from .dense import load_numbered_npy, log_labelled_counts, register_dense_dataset
+from .dense import load_numbered_npy, log_labelled_counts, missing_data_hint, register_dense_dataset
 
 # The 13 classes of the SceneNet/ankurhanda mapping, in label order 0..12 (mtan's labels).
 NYUV2_13_CLASSES = (
@@ -50,9 +50,9 @@ def load_nyud_mt(root, split, *, partially_labelled=False):
     """
     split_file = os.path.join(root, "gt_sets", f"{split}.txt")
     if not os.path.isfile(split_file):
-        raise FileNotFoundError(
-            f"NYUD-MT split file {split_file} does not exist; see datasets/README.md"
-        )
+        extra = " --num-train-extra N" if split == "train_extra" else ""
+        raise FileNotFoundError(f"NYUD-MT split file {split_file} does not exist; "
+                                f"{missing_data_hint(root, 'nyud_mt', extra)}")
     with open(split_file) as f:
         ids = [line.strip() for line in f if line.strip()]
     if not ids:
