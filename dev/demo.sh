@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The demo: generate the shapes dataset (COCO layout), train Mask R-CNN with ISTA on the CPU,
 # evaluate with COCOEvaluator and print bbox and segm AP.
+#
+#   bash dev/demo.sh [OUT [KEY VALUE ...]]    (make demo: OUT = output/demo)
+#
+# KEY VALUE pairs override the training config (e.g. SOLVER.MAX_ITER 20 for a quick check).
+# VISUALIZE=N (e.g. make demo VISUALIZE=4) also draws the ground truth and predictions of the
+# first N validation images to OUT/pictures (tools/visualize.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/output/demo}"
+shift $(( $# > 0 ? 1 : 0 ))
 PY="$ROOT/.venv/bin/python"
 export DETECTRON2_DATASETS="$OUT/datasets"
 
@@ -11,7 +18,10 @@ start=$(date +%s)
 "$PY" -m sta_d2.data.synthetic coco --root "$DETECTRON2_DATASETS/shapes" --num-train 400 --num-val 50
 rm -rf "$OUT/train"
 "$PY" "$ROOT/tools/train_net.py" --config-file "$ROOT/configs/Demo/shapes_mask_rcnn_ista.yaml" \
-    OUTPUT_DIR "$OUT/train"
+    OUTPUT_DIR "$OUT/train" "$@"
+if [ "${VISUALIZE:-0}" -gt 0 ]; then
+    "$PY" "$ROOT/tools/visualize.py" "$OUT/train" --names ISTA --num-images "$VISUALIZE" --output "$OUT/pictures"
+fi
 "$PY" - "$OUT/train/metrics.json" "$start" <<'PYEOF'
 import json, sys, time
 rows = [json.loads(line) for line in open(sys.argv[1])]

@@ -2,9 +2,16 @@
 # The dense demo: generate NYUv2-13-layout data, train single-task sem_seg and depth SegNets,
 # then ISTA over both, and print the segmentation and depth metrics and delta_m of the ISTA model
 # against the two single-task runs.
+#
+#   bash dev/demo_dense.sh [OUT [KEY VALUE ...]]    (make demo-dense: OUT = output/demo_dense)
+#
+# KEY VALUE pairs override the config of every training run (e.g. SOLVER.MAX_ITER 20 for a
+# quick check). VISUALIZE=N (e.g. make demo-dense VISUALIZE=4) also draws the first N validation
+# images, their ground truth and the three models' predictions to OUT/pictures (tools/visualize.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:-$ROOT/output/demo_dense}"
+shift $(( $# > 0 ? 1 : 0 ))
 PY="$ROOT/.venv/bin/python"
 export DETECTRON2_DATASETS="$OUT/datasets"
 CONFIGS="$ROOT/configs/Demo"
@@ -13,7 +20,7 @@ start=$(date +%s)
 "$PY" -m sta_d2.data.synthetic nyuv2_13 --root "$DETECTRON2_DATASETS/nyuv2" --num-train 200 --num-val 40
 for task in sem_seg depth; do
     rm -rf "$OUT/$task"
-    "$PY" "$ROOT/tools/train_net.py" --config-file "$CONFIGS/nyuv2_segnet_${task}_single.yaml" OUTPUT_DIR "$OUT/$task"
+    "$PY" "$ROOT/tools/train_net.py" --config-file "$CONFIGS/nyuv2_segnet_${task}_single.yaml" OUTPUT_DIR "$OUT/$task" "$@"
 done
 # The single-task results, as the {task: {metric: value}} baselines of delta_m.
 "$PY" - "$OUT" > "$OUT/baselines.json" <<'PYEOF'
@@ -28,7 +35,11 @@ PYEOF
 rm -rf "$OUT/ista"
 "$PY" "$ROOT/tools/train_net.py" --config-file "$CONFIGS/nyuv2_segnet_ista.yaml" OUTPUT_DIR "$OUT/ista" \
     TEST.DENSE.BASELINES "$OUT/baselines.json" TEST.DENSE.DELTA_M_METRICS \
-    "['sem_seg/mIoU', 'sem_seg/pixAcc', 'depth/abs_err', 'depth/rel_err']"
+    "['sem_seg/mIoU', 'sem_seg/pixAcc', 'depth/abs_err', 'depth/rel_err']" "$@"
+if [ "${VISUALIZE:-0}" -gt 0 ]; then
+    "$PY" "$ROOT/tools/visualize.py" "$OUT/sem_seg" "$OUT/depth" "$OUT/ista" --names "sem_seg only" "depth only" \
+        ISTA --num-images "$VISUALIZE" --output "$OUT/pictures"
+fi
 "$PY" - "$OUT" "$start" <<'PYEOF'
 import json, sys, time
 out = sys.argv[1]

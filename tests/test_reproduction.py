@@ -104,3 +104,19 @@ def test_table_1_runs_end_to_end_in_smoke_mode(tmp_path):
     ours = [float(r[3].split()[0]) for r in rows[1:]]  # depth/rmse, ours: every run evaluated
     assert all(math.isfinite(v) for v in ours)
     assert os.path.isfile(tmp_path / "table1_smoke" / "NYUv2-13" / "segnet_ista_uw" / "seed0" / "model_final.pth")
+
+
+@pytest.mark.slow  # one subprocess per configs directory, every config of every table
+@pytest.mark.parametrize("directory", sorted(runs.SMOKE_DATA))
+def test_every_table_config_trains_a_step(tmp_path, directory):
+    configs = sorted({c for n in TABLES for c in runs.table_configs(n) if os.path.dirname(c) == directory})
+    _, layout, folder, size = runs.SMOKE_DATA[directory]
+    from sta_d2.data.synthetic import GENERATORS
+
+    GENERATORS[layout][0](str(tmp_path / "datasets" / folder), 4, 2, seed=0, image_size=size)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "config_steps_worker.py"), str(CONFIGS), str(tmp_path / "out"), *configs],
+        env={**os.environ, "DETECTRON2_DATASETS": str(tmp_path / "datasets")}, capture_output=True, text=True,
+        cwd=ROOT, timeout=1200)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert out.stdout.count("trained ") == len(configs)

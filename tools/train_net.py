@@ -22,10 +22,11 @@ model go to OUTPUT_DIR/log.txt only, unless ``--verbose`` (detectron2's behaviou
 """
 import warnings
 
-# Deprecation notices that detectron2 v0.6's dependencies print on import (fvcore's
-# torch.jit.script, model_zoo's pkg_resources): none is the user's to act on.
+# Deprecation notices of detectron2 v0.6's dependencies (fvcore's torch.jit.script and model_zoo's
+# pkg_resources on import, torch.meshgrid in the anchor generator): none is the user's to act on.
 warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+warnings.filterwarnings("ignore", message="torch.meshgrid: in an upcoming release", category=UserWarning)
 
 import glob  # noqa: E402
 import logging  # noqa: E402

@@ -70,7 +70,8 @@ class MGDAUB(TaskWeighting):
     Cost: one backward pass through the heads per active task, which also gives the heads'
     gradients, then one through the shared network from Z with sum_t alpha_t dL_t/dZ: about the
     cost of one plain backward pass. The T x T Gram matrix is the only value brought to the host
-    (one transfer per step); Frank-Wolfe runs there. Under DDP the Gram matrix is averaged across
+    (one transfer per step with two or more active tasks; one task weighs 1); Frank-Wolfe runs
+    there. Under DDP the Gram matrix is averaged across
     processes (the Gram matrix of the concatenation of all processes' Z is the sum of the local
     ones; the scale does not change alpha), and so are the losses used by "loss"/"loss+" and the
     gradients of the parameters.
@@ -104,7 +105,8 @@ class MGDAUB(TaskWeighting):
         if self.normalization in ("l2", "loss+"):
             scale = scale * gram.diagonal().sqrt()
         scale = scale.clamp_min(torch.finfo(torch.float64).tiny)
-        alpha = frank_wolfe((gram / (scale[:, None] * scale[None, :])).tolist(), self.iterations)
+        alpha = [1.0] if len(active) == 1 else frank_wolfe((gram / (scale[:, None] * scale[None, :])).tolist(),
+                                                          self.iterations)
         weights.update(zip(active, alpha))
         alpha = torch.tensor(alpha, dtype=grads.dtype, device=grads.device)
         accumulate_gradients(specific, combine(heads, alpha))

@@ -25,6 +25,8 @@ class STAROIHeads(StandardROIHeads):
     """
 
     def label_and_sample_proposals(self, proposals: List[Instances], targets: List[Instances]):
+        """Per image, the proposals each stream containing it sampled, concatenated; unless a stream
+        serves every task, its proposals are marked with the tasks they were sampled for."""
         streams = current_streams()
         if streams is None or streams.stock:
             return super().label_and_sample_proposals(proposals, targets)
@@ -36,7 +38,8 @@ class STAROIHeads(StandardROIHeads):
             for i, x in zip(images, sampled):
                 if tasks != streams.tasks:
                     for task in streams.tasks:
-                        x.set(_sampled_for(task), torch.full((len(x),), task in tasks, device=x.gt_classes.device))
+                        marks = torch.full((len(x),), task in tasks, device=x.gt_classes.device)
+                        x.set(_sampled_for(task), marks)
                 per_image[i].append(x)
         return [Instances.cat(x) if x else self._unsampled(p) for x, p in zip(per_image, proposals)]
 
