@@ -1,4 +1,5 @@
-from .allocation_scope import allocated_images, allocation_scope, connected_zero
+from .allocation_scope import allocated_images, allocation_scope
+from .zero_loss import connected_zero
 from .rcnn import LOSS_TASKS, STAGeneralizedRCNN, STAPanopticFPN, STAROIHeads, STARPN, STASemSegFPNHead
 from .task_set import resolve_tasks
 from .backbone import SegNet, build_dilated_resnet_backbone, build_segnet_backbone

@@ -7,9 +7,7 @@ detectron2.
 """
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterable, List, Optional
-
-import torch
+from typing import List, Optional
 
 from ..allocation import TaskAssignment
 
@@ -31,8 +29,3 @@ def allocated_images(task: str) -> Optional[List[int]]:
     if assignment is None or assignment.covers_all(task):
         return None
     return assignment.images(task)
-
-
-def connected_zero(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """An exact 0 that depends on every given tensor, so autograd and DDP reach them all."""
-    return sum(t.sum() for t in tensors) * 0.0

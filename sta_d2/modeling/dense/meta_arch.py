@@ -10,7 +10,7 @@ from torch import nn
 
 from ...dense_tasks import DenseTask, build_dense_task, dense_task_names, get_dense_task
 from ...specs import ConfigKeys, Key, fail, integer, list_of, one_of, text
-from ..allocation_scope import connected_zero
+from ..zero_loss import connected_zero
 from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
 from .heads import DENSE_HEAD_REGISTRY

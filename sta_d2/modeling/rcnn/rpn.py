@@ -1,7 +1,8 @@
 from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY
 from detectron2.modeling.proposal_generator import RPN
 
-from ..allocation_scope import allocated_images, connected_zero
+from ..allocation_scope import allocated_images
+from ..zero_loss import connected_zero
 from .sampling import current_streams
 
 

@@ -1,7 +1,8 @@
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 
-from ..allocation_scope import allocated_images, connected_zero
+from ..allocation_scope import allocated_images
+from ..zero_loss import connected_zero
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
