@@ -42,6 +42,7 @@ def render(visualize, *argv):
     return [Path(p) for p in visualize.main(args)]
 
 
+@pytest.mark.slow  # Mask R-CNN inference and drawing: 9-28 s on 2 shared cores
 def test_rcnn_runs_side_by_side(visualize, tmp_path, new_name):
     root = tmp_path / "shapes"
     generate_coco_shapes(str(root), num_train=1, num_val=2, image_size=(64, 96), seed=4)

@@ -148,3 +148,16 @@ def test_iltp_trains_from_the_loaders_dataset_index_and_exports(nyuv2, tmp_path)
     assert len(rows) == 4
     for row in rows:
         assert float(row["log_var/depth"]) == pytest.approx(float(log_vars[int(row["dataset_index"]), 1]))
+
+
+def test_iltp_parameters_take_the_runs_optimizer_and_momentum_only_with_sgd():
+    cfg = dense_cfg("segnet", tasks=TASKS)
+    method = InstanceLevelTaskParameters(TASKS, num_images=3, lr=0.5, momentum=0.9)
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    assert method.param_groups(cfg) == [{"params": [method.log_vars], "lr": 0.5, "weight_decay": 0.0,
+                                         "momentum": 0.9}]
+    cfg.SOLVER.OPTIMIZER = "ADAM"
+    with pytest.raises(ValueError, match=r"ILTP\.MOMENTUM = 0\.9: applies to SGD only.*ADAM"):
+        method.param_groups(cfg)
+    no_momentum = InstanceLevelTaskParameters(TASKS, num_images=3, lr=0.5)
+    assert "momentum" not in no_momentum.param_groups(cfg)[0]

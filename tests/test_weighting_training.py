@@ -95,7 +95,7 @@ def test_segnet_trains_and_resumes_with_method_state(nyuv2, tmp_path, method, po
         assert all(torch.equal(restored[k], v) for k, v in saved["optimizer"]["state"][index].items())
 
 
-@pytest.mark.slow  # 20 Mask R-CNN training runs, 2-14 s each
+@pytest.mark.slow  # a Mask R-CNN training run per method and policy, 2-14 s each
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in DENSE_ONLY])
 def test_mask_rcnn_trains(shapes, tmp_path, method, policy):

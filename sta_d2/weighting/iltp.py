@@ -4,7 +4,7 @@ import os
 import torch
 from torch import nn
 
-from ..specs import LOG_VARIANCE, Key, number
+from ..specs import LOG_VARIANCE, Key, fail, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 
 
@@ -23,8 +23,11 @@ class InstanceLevelTaskParameters(TaskWeighting):
     decayed. An image whose labels for a task are corrupt keeps a high loss and drifts to a high
     s_it (a low weight): :meth:`export` writes every s_it per image so they can be ranked.
 
-    The parameters have their own optimizer settings: ``LR`` and ``MOMENTUM`` (SGD; 0 keeps every
-    step's update to the batch's parameters), scaled by detectron2's LR schedule like every group.
+    The parameters are one parameter group of the run's optimizer (``SOLVER.OPTIMIZER``) with
+    their own ``LR``, no weight decay but the term above, and, with SGD, their own ``MOMENTUM``
+    (0 keeps every step's update to the batch's parameters); Adam has no momentum setting, so a
+    non-zero ``MOMENTUM`` with Adam is refused. The group follows detectron2's LR schedule like
+    every group.
     This is our reading of the paper's instance-level uncertainty form; its exact optimizer
     hyper-parameters were not available offline, so the defaults are ours. Per-image losses come
     from the model (``SIDE_OUTPUTS``): dense models only, as detectron2's R-CNN losses are normalised
@@ -49,7 +52,11 @@ class InstanceLevelTaskParameters(TaskWeighting):
         return cls(model.tasks, num_images, **cls.hyper_parameters(cfg))
 
     def param_groups(self, cfg):
-        return [{"params": [self.log_vars], "lr": self.lr, "momentum": self.momentum, "weight_decay": 0.0}]
+        if self.momentum and cfg.SOLVER.OPTIMIZER != "SGD":
+            fail("STA.WEIGHTING.ILTP.MOMENTUM", self.momentum,
+                 f"applies to SGD only, not to cfg.SOLVER.OPTIMIZER = {cfg.SOLVER.OPTIMIZER!r}")
+        momentum = {"momentum": self.momentum} if cfg.SOLVER.OPTIMIZER == "SGD" else {}
+        return [{"params": [self.log_vars], "lr": self.lr, "weight_decay": 0.0, **momentum}]
 
     def backward(self, task_losses, step):
         image_losses = step.model.side_outputs()["image_losses"]
