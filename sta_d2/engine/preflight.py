@@ -66,9 +66,9 @@ def check_dataset(name: str, key: str = "DATASETS.TRAIN") -> None:
     suggesting the closest registered names, or when a file or folder its metadata names is
     missing, saying where datasets are read and, for sta_d2's own, how to generate them."""
     if name not in DatasetCatalog:
-        close = difflib.get_close_matches(name, DatasetCatalog.list(), n=3, cutoff=0.6)
-        guess = (f"did you mean {' or '.join(repr(c) for c in close)}?" if close
-                 else "no registered name is close to it.")
+        close = [repr(c) for c in difflib.get_close_matches(name, DatasetCatalog.list(), n=3, cutoff=0.6)]
+        guess = (f"did you mean {close[0]}?" + (f" (or {', '.join(close[1:])})" if close[1:] else "")
+                 if close else "no registered name is close to it;")
         raise STAConfigError(
             f"cfg.{key}: {name!r} is not a registered dataset; {guess} datasets/README.md lists "
             "sta_d2's; register a COCO-format file of your own with --coco-dataset NAME JSON "

@@ -3,55 +3,28 @@ from typing import Dict, List, Sequence
 
 import torch
 from detectron2.config import configurable
-from detectron2.modeling import (
-    META_ARCH_REGISTRY,
-    PROPOSAL_GENERATOR_REGISTRY,
-    ROI_HEADS_REGISTRY,
-    SEM_SEG_HEADS_REGISTRY,
-    GeneralizedRCNN,
-    PanopticFPN,
-)
+from detectron2.modeling import GeneralizedRCNN, META_ARCH_REGISTRY, PanopticFPN
 from detectron2.structures import Boxes, Instances
 
 from ...specs import fail, value_at
 from ..allocation_scope import allocation_scope
 from ..multitask import MultiTaskModel
 from ..task_set import resolve_tasks
-from .roi_heads import STAROIHeads
-from .rpn import STARPN
+from .losses import loss_task
 from .sampling import task_streams
-from .semantic_seg import STASemSegFPNHead
-
-# Which task each detectron2 loss belongs to.
-LOSS_TASKS = {
-    "loss_rpn_cls": "det",
-    "loss_rpn_loc": "det",
-    "loss_cls": "det",
-    "loss_box_reg": "det",
-    "loss_mask": "mask",
-    "loss_sem_seg": "sem_seg",
-}
+from .wrap import allocating_class
 
 # The tasks whose losses depend on the RPN's and ROI heads' random sampling.
-SAMPLED_TASKS = ("det", "mask")
-
-
-def _require(registry, key, cfg, allocating):
-    """Fail naming ``key`` unless the class it names in ``registry`` is ``allocating`` (or a
-    subclass)."""
-    name = value_at(cfg, key)
-    try:
-        registered = registry.get(name)
-    except KeyError as e:
-        fail(key, name, str(e))
-    if not (isinstance(registered, type) and issubclass(registered, allocating)):
-        fail(key, name, f"does not apply task allocations; use {allocating.__name__!r}")
+SAMPLED_TASKS = ("det", "mask", "keypoint")
 
 
 class _AllocatedMetaArch(MultiTaskModel):
-    """Mixin: read each input's allocated tasks and make them visible to the heads."""
+    """Mixin: build the heads the config names with allocation applied (:func:`allocating_class`),
+    read each input's allocated tasks and make them visible to the heads."""
 
-    LABEL_KEYS = {"det": "instances", "mask": "instances"}
+    LABEL_KEYS = {"det": "instances", "mask": "instances", "keypoint": "instances"}
+    #: the keys naming the heads that apply allocations
+    HEAD_KEYS = ("MODEL.PROPOSAL_GENERATOR.NAME", "MODEL.ROI_HEADS.NAME")
 
     @configurable
     def __init__(self, *, tasks: Sequence[str], **kwargs):
@@ -61,9 +34,13 @@ class _AllocatedMetaArch(MultiTaskModel):
 
     @classmethod
     def from_config(cls, cfg):
-        ret = super().from_config(cfg)
-        ret["tasks"] = resolve_tasks(cfg, cls.model_tasks(cfg))
-        return ret
+        tasks = resolve_tasks(cfg, cls.model_tasks(cfg))
+        allocating = cfg.clone()
+        allocating.defrost()
+        for key in cls.HEAD_KEYS:
+            parent, leaf = key.rsplit(".", 1)
+            value_at(allocating, parent)[leaf] = allocating_class(cfg, key).__name__
+        return {**super().from_config(allocating), "tasks": tasks}
 
     @classmethod
     def model_tasks(cls, cfg) -> List[str]:
@@ -71,14 +48,16 @@ class _AllocatedMetaArch(MultiTaskModel):
         apply allocations."""
         if cfg.MODEL.LOAD_PROPOSALS:
             fail("MODEL.LOAD_PROPOSALS", True, "precomputed proposals are not supported")
-        if cfg.MODEL.KEYPOINT_ON:
-            fail("MODEL.KEYPOINT_ON", True, "keypoints are not an sta_d2 task")
-        if cfg.MODEL.MASK_ON and cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
-            fail("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True, "with MODEL.MASK_ON, the mask head "
-                 "would train on box predictions for images not allocated 'det'")
-        _require(PROPOSAL_GENERATOR_REGISTRY, "MODEL.PROPOSAL_GENERATOR.NAME", cfg, STARPN)
-        _require(ROI_HEADS_REGISTRY, "MODEL.ROI_HEADS.NAME", cfg, STAROIHeads)
-        return ["det", "mask"] if cfg.MODEL.MASK_ON else ["det"]
+        for part in ("MASK", "KEYPOINT"):
+            if cfg.MODEL[f"{part}_ON"] and cfg.MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES:
+                fail("MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES", True, f"with MODEL.{part}_ON, the "
+                     f"{part.lower()} head would train on box predictions for images not allocated 'det'")
+        if cfg.MODEL.KEYPOINT_ON and not cfg.MODEL.ROI_KEYPOINT_HEAD.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS:
+            fail("MODEL.ROI_KEYPOINT_HEAD.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS", False, "the keypoint loss "
+                 "would be divided by the whole batch's number of images, not by the sub-batch's")
+        for key in cls.HEAD_KEYS:
+            allocating_class(cfg, key)
+        return ["det"] + ["mask"] * cfg.MODEL.MASK_ON + ["keypoint"] * cfg.MODEL.KEYPOINT_ON
 
     def forward(self, batched_inputs):
         if not self.training:
@@ -104,23 +83,22 @@ class _AllocatedMetaArch(MultiTaskModel):
         """Sum the model's losses per task, in ``self.tasks`` order."""
         grouped = {t: [] for t in self.tasks}
         for name, value in loss_dict.items():
-            if name not in LOSS_TASKS:
-                raise KeyError(f"loss {name!r} belongs to no sta_d2 task (known: {sorted(LOSS_TASKS)})")
-            grouped[LOSS_TASKS[name]].append(value)
+            grouped[loss_task(name)].append(value)
         return {t: sum(v) for t, v in grouped.items()}
 
 
 @META_ARCH_REGISTRY.register()
 class STAGeneralizedRCNN(_AllocatedMetaArch, GeneralizedRCNN):
-    """GeneralizedRCNN (Faster / Mask R-CNN) with tasks "det" and, with MODEL.MASK_ON, "mask"."""
+    """GeneralizedRCNN (Faster / Mask / Keypoint R-CNN, also C4 and Cascade) with tasks "det" and,
+    with MODEL.MASK_ON, "mask", with MODEL.KEYPOINT_ON, "keypoint"."""
 
 
 @META_ARCH_REGISTRY.register()
 class STAPanopticFPN(_AllocatedMetaArch, PanopticFPN):
     """PanopticFPN with tasks "det", "mask" (with MODEL.MASK_ON) and "sem_seg"."""
 
+    HEAD_KEYS = _AllocatedMetaArch.HEAD_KEYS + ("MODEL.SEM_SEG_HEAD.NAME",)
+
     @classmethod
     def model_tasks(cls, cfg):
-        tasks = super().model_tasks(cfg)
-        _require(SEM_SEG_HEADS_REGISTRY, "MODEL.SEM_SEG_HEAD.NAME", cfg, STASemSegFPNHead)
-        return tasks + ["sem_seg"]
+        return super().model_tasks(cfg) + ["sem_seg"]

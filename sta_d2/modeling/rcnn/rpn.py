@@ -6,9 +6,9 @@ from ..zero_loss import connected_zero
 from .sampling import current_streams
 
 
-@PROPOSAL_GENERATOR_REGISTRY.register()
-class STARPN(RPN):
-    """detectron2's RPN whose losses cover only the images allocated the "det" task.
+class AllocatedRPN:
+    """Mixin for detectron2's RPN (or a subclass): its losses cover only the images allocated the
+    "det" task.
 
     Anchors are labelled and sampled once per random stream (:class:`TaskStreams`): the stream
     of the "det" images gives the losses, normalised by the number of those images as stock RPN on
@@ -41,3 +41,8 @@ class STARPN(RPN):
             [x[images] for x in pred_anchor_deltas],
             gt_boxes,
         )
+
+
+@PROPOSAL_GENERATOR_REGISTRY.register()
+class STARPN(AllocatedRPN, RPN):
+    """detectron2's RPN with per-image task allocation (:class:`AllocatedRPN`)."""
