@@ -15,7 +15,8 @@ PY="$ROOT/.venv/bin/python"
 export DETECTRON2_DATASETS="$OUT/datasets"
 
 start=$(date +%s)
-"$PY" -m sta_d2.data.synthetic coco --root "$DETECTRON2_DATASETS/shapes" --num-train 400 --num-val 50
+# (-W: fvcore's deprecation notice on import, not the user's to act on)
+"$PY" -W ignore::FutureWarning -m sta_d2.data.synthetic coco --root "$DETECTRON2_DATASETS/shapes" --num-train 400 --num-val 50
 rm -rf "$OUT/train"
 "$PY" "$ROOT/tools/train_net.py" --config-file "$ROOT/configs/Demo/shapes_mask_rcnn_ista.yaml" \
     OUTPUT_DIR "$OUT/train" "$@"

@@ -17,7 +17,8 @@ export DETECTRON2_DATASETS="$OUT/datasets"
 CONFIGS="$ROOT/configs/Demo"
 
 start=$(date +%s)
-"$PY" -m sta_d2.data.synthetic nyuv2_13 --root "$DETECTRON2_DATASETS/nyuv2" --num-train 200 --num-val 40
+# (-W: fvcore's deprecation notice on import, not the user's to act on)
+"$PY" -W ignore::FutureWarning -m sta_d2.data.synthetic nyuv2_13 --root "$DETECTRON2_DATASETS/nyuv2" --num-train 200 --num-val 40
 for task in sem_seg depth; do
     rm -rf "$OUT/$task"
     "$PY" "$ROOT/tools/train_net.py" --config-file "$CONFIGS/nyuv2_segnet_${task}_single.yaml" OUTPUT_DIR "$OUT/$task" "$@"

@@ -47,19 +47,6 @@ def test_sem_seg_task_needs_a_panoptic_model():
         validate_sta_config(cfg)
 
 
-@pytest.mark.parametrize(
-    "key, stock",
-    [("MODEL.ROI_HEADS.NAME", "StandardROIHeads"), ("MODEL.PROPOSAL_GENERATOR.NAME", "RPN")],
-)
-def test_stock_heads_under_an_sta_model_are_rejected(key, stock):
-    cfg = tiny_rcnn_cfg()
-    cfg.merge_from_list([key, stock])
-    with pytest.raises(STAConfigError, match=key):
-        validate_sta_config(cfg)
-    with pytest.raises(STAConfigError, match=key):
-        build_model(cfg)
-
-
 def test_config_file_errors_name_the_file(tmp_path):
     cfg = tiny_rcnn_cfg()
     with pytest.raises(FileNotFoundError, match="nope.yaml"):

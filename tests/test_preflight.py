@@ -125,13 +125,15 @@ def test_failed_starts_leave_a_trained_folder_as_it_was(tmp_path):
     assert any(name.startswith("events.out.tfevents") for name in before)
 
     unset = {k: v for k, v in env.items() if k != "DETECTRON2_DATASETS"}
+    (tmp_path / "elsewhere").mkdir()  # a working directory without ./datasets
     mistakes = {  # what: (command-line arguments, run in, what the error must say)
         "STA.TASKS_PER_IMAGE above the number of tasks": (
             ["STA.TASKS_PER_IMAGE", "3"], {}, "cfg.STA.TASKS_PER_IMAGE = 3: exceeds the number of tasks"),
         "a misspelt dataset name": (
             ["DATASETS.TRAIN", "('shapes_trian',)"], {}, "did you mean 'shapes_train'?"),
         "an unset dataset root": (
-            [], {"env": unset, "cwd": tmp_path}, "python -m sta_d2.data.synthetic coco --root datasets/shapes"),
+            [], {"env": unset, "cwd": tmp_path / "elsewhere"},
+            "python -m sta_d2.data.synthetic coco --root datasets/shapes"),
         "a missing MODEL.WEIGHTS file": (
             ["MODEL.WEIGHTS", str(tmp_path / "model_final.pth")], {}, "model_final.pth': no such file"),
         "a misspelt key": (["STA.POLICI", "sta"], {}, "did you mean STA.POLICY?"),

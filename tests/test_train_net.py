@@ -59,3 +59,25 @@ def test_bad_override_names_the_key(tmp_path):
     assert result.returncode != 0
     assert "cfg.STA.POLICY = 'everything'" in result.log
     assert not (tmp_path / "out" / "last_checkpoint").exists()
+
+
+def test_the_terminal_shows_progress_and_log_txt_the_dumps(tmp_path):
+    generate_coco_shapes(str(tmp_path / "datasets/shapes"), num_train=4, num_val=2, image_size=(64, 64))
+    quick = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
+             "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0"]
+    out = tmp_path / "out"
+    run = train_net(tmp_path, *quick, "SOLVER.MAX_ITER", "20", "OUTPUT_DIR", str(out))
+    assert run.returncode == 0, run.log[-3000:]
+    lines = run.stdout.splitlines()
+    first_progress = next(i for i, line in enumerate(lines) if " eta: " in line and "iter: 19" in line)
+    assert first_progress + len(run.stderr.splitlines()) < 60, run.log
+    assert "Allocation policy 'ista' over tasks ['det', 'mask']" in run.stdout
+    assert "Training 20 optimizer steps on 4 images of shapes_train, 2 per batch, on cpu" in run.stdout
+    assert f"Outputs in {out}: model_final.pth (weights)" in lines[-1]
+    log = (out / "log.txt").read_text()
+    for dump in ("Environment info:", "Running with full config:", "Model:"):
+        assert dump in log and dump not in run.stdout
+
+    verbose = train_net(tmp_path, "--verbose", *quick, "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(tmp_path / "v"))
+    assert verbose.returncode == 0, verbose.log[-3000:]
+    assert "Running with full config:" in verbose.stdout and "Model:" in verbose.stdout

@@ -2,25 +2,26 @@
 """Angles between gradients on the shared parameters under FT, STA and ISTA (the paper's
 Figures 1 and 2), on training batches of a config, at the weights of MODEL.WEIGHTS.
 
-    tools/analyze_gradients.py --config-file configs/Demo/nyuv2_segnet_ista.yaml --num-batches 50 \
-        --output output/gradient_angles MODEL.WEIGHTS output/demo_dense/ista/model_final.pth
+    DETECTRON2_DATASETS=output/demo_dense/datasets tools/analyze_gradients.py \
+        --config-file configs/Demo/nyuv2_segnet_ista.yaml --num-batches 50 \
+        --output output/demo_dense/gradient_angles MODEL.WEIGHTS output/demo_dense/ista/model_final.pth
 
 Writes ``gradient_angles.json`` (the angles of every batch, their means, the allocations; see
 :func:`sta_d2.analysis.gradient_angles`) and ``gradient_angles.png`` (their histograms) to
 ``--output``. STA and ISTA use cfg.STA.TASKS_PER_IMAGE and COVER_ALL_TASKS and draw from
 cfg.STA.SEED whatever cfg.STA.POLICY is; batches come from the training loader (seed cfg.SEED).
-One process.
+One process. The config, its datasets and weights are checked first (:func:`sta_d2.check_run`).
 """
 import json
 import logging
 import os
+import sys
 
 from detectron2.engine import default_argument_parser
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-from sta_d2 import STATrainer, load_config
+from sta_d2 import STATrainer, check_run, load_config, setup_logging
 from sta_d2.allocation import allocation_generator
 from sta_d2.analysis import gradient_angles
 from sta_d2.reporting.gradient_angle_plots import plot_gradient_angles
@@ -29,15 +30,15 @@ from sta_d2.engine import AtomicCheckpointer
 
 
 def setup(args):
+    """The checked config; the terminal set up as tools/train_net.py's (no log file)."""
     cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
-    for name in ("fvcore", "detectron2", "sta_d2"):
-        setup_logger(name=name)
+    check_run(cfg)
+    setup_logging()
     return cfg
 
 
-def main(args):
-    cfg = setup(args)
+def main(args, cfg):
     logger = logging.getLogger("sta_d2")
     model = STATrainer.build_model(cfg)
     AtomicCheckpointer(model).resume_or_load(cfg.MODEL.WEIGHTS, resume=False)
@@ -69,5 +70,8 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.num_batches < 1:
         parser.error(f"--num-batches {args.num_batches}: must be at least 1")
-    print("Command Line Args:", args)
-    main(args)
+    try:
+        cfg = setup(args)
+    except (ValueError, FileNotFoundError) as e:  # a config, dataset or weights mistake
+        sys.exit(f"{parser.prog}: error: {e}")
+    main(args, cfg)

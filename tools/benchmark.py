@@ -18,14 +18,13 @@ Two tables per model:
 Models (randomly initialised): the dense demo SegNet (``configs/Demo/Base-nyuv2_segnet.yaml``,
 tasks sem_seg, depth and normal, generated NYUv2-13 rooms of 72x96) and Mask R-CNN R50-FPN
 (``configs/COCO-InstanceSegmentation``, BatchNorm in place of frozen statistics, generated shapes
-of ``--image-size``). Every case is built first (same initial weights, same batches); then for
+of ``--image-size``). Every case is built first (same initial weights, same batches, read from
+its loader beforehand so that the times are those of the training step itself); then for
 ``--warmup`` + ``--rounds`` rounds each case takes one optimizer step, in an order rotated every
-round, timed alone; its batches are read from its loader beforehand, so that the times are
-those of the training step itself (the loop, forward, backward, update). A case's time is the
-median over
-the timed rounds; a ratio is the median over rounds of the two cases' times in the same round, so
-that load changes on the machine affect both sides. With ``--threads`` (default 1) torch uses
-that many CPU threads. Writes ``benchmark.json`` and ``benchmark.md`` to ``--output``.
+round, timed alone. A case's time is the median over the timed rounds; a ratio is the median over
+rounds of the two cases' times in the same round, so that load changes on the machine affect both
+sides. torch uses ``--threads`` CPU threads (default 1). Writes ``benchmark.json`` and
+``benchmark.md`` to ``--output``.
 """
 import argparse
 import json
@@ -64,9 +63,6 @@ def overrides(model, case, image_size, batch_size):
                      "DATASETS.TRAIN": ("shapes_train",), "DATASETS.TEST": (), "MODEL.ROI_HEADS.NUM_CLASSES": 3,
                      "INPUT.MIN_SIZE_TRAIN": (image_size,), "INPUT.MAX_SIZE_TRAIN": image_size,
                      "SOLVER.BASE_LR": 0.001})  # randomly initialised: keep the constant LR small
-        if case == "stock":
-            opts.update({"MODEL.META_ARCHITECTURE": "GeneralizedRCNN", "MODEL.PROPOSAL_GENERATOR.NAME": "RPN",
-                         "MODEL.ROI_HEADS.NAME": "StandardROIHeads"})
     if case == "StaticWeighting":
         opts["STA.WEIGHTING.STATIC.WEIGHTS"] = [1.0] * len(tasks)
     return [str(x) for kv in opts.items() for x in kv]
@@ -86,6 +82,9 @@ class Case:
         self.name, self.stock = case, case == "stock"
         cfg = load_config(os.path.join(REPO, CONFIGS[model]), overrides(model, case, image_size, batch_size)
                           + ["OUTPUT_DIR", os.path.join(output, model, case)])
+        if self.stock and model == "mask_rcnn":  # detectron2's own components (sta_d2 configs refuse them)
+            cfg.merge_from_list(["MODEL.META_ARCHITECTURE", "GeneralizedRCNN", "MODEL.PROPOSAL_GENERATOR.NAME", "RPN",
+                                 "MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
         self.seed = cfg.SEED
         seed_all_rng(cfg.SEED)  # the same initial weights for every case of a model
         if self.stock:

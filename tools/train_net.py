@@ -161,8 +161,7 @@ if __name__ == "__main__":
     except (ValueError, FileNotFoundError) as e:  # a config, dataset or device mistake
         if args.verbose:
             raise
-        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}\n(nothing was written; --verbose "
-                 "shows the traceback)")
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}\n(nothing was written)")
     launch(
         main,
         args.num_gpus,

@@ -32,12 +32,14 @@ def check_device(device: str, num_gpus_per_machine: int = 1) -> None:
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError) as e:
-        raise STAConfigError(f"cfg.MODEL.DEVICE = {device!r} is not a torch device ({e}); use 'cpu' or 'cuda'")
+        raise STAConfigError(f"cfg.MODEL.DEVICE = {device!r} is not a torch device ({e}); use 'cpu' or "
+                             "'cuda'") from e
     if kind != "cuda":
         return
     if not torch.cuda.is_available():
         cores = os.cpu_count() or 1
-        asked = f" (--num-gpus {num_gpus_per_machine} asks for {num_gpus_per_machine} GPUs)" if num_gpus_per_machine > 1 else ""
+        n = num_gpus_per_machine
+        asked = f" (--num-gpus {n} asks for {n} GPUs)" if n > 1 else ""
         raise STAConfigError(
             f"cfg.MODEL.DEVICE = {device!r} but this machine has no CUDA{asked}: add `MODEL.DEVICE cpu` "
             "to the command to train on the CPU. Without CUDA, --num-gpus N starts N CPU processes "

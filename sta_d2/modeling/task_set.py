@@ -8,7 +8,7 @@ from ..specs import ConfigKeys, Key, fail, list_of, text
 
 CONFIG_KEYS = ConfigKeys({
     # Tasks to allocate. Empty: every task the model has; otherwise exactly the model's tasks, in
-    # the order given (R-CNN models: "det" = RPN + box head, "mask", "sem_seg").
+    # the order given (R-CNN models: "det" = RPN + box head, "mask", "keypoint", "sem_seg").
     "STA.TASKS": Key([], list_of(text(nonempty=True), distinct=True)),
 })
 

@@ -63,6 +63,15 @@ def task_gradients_with_parameters(losses: Sequence[torch.Tensor], inputs: Seque
     return (all_average(rows, differentiable=create_graph) if average else rows), reached, heads
 
 
+def shared_gradients(representation: Sequence[torch.Tensor], flat: torch.Tensor, params: Sequence[torch.Tensor],
+                     retain_graph: bool = False) -> Tuple[Optional[torch.Tensor], ...]:
+    """The gradients w.r.t. ``params`` (None where unreached) given the gradient ``flat`` at the
+    shared representation (flattened and concatenated, as a row of :func:`task_gradients` w.r.t.
+    ``representation``): one backward pass through the shared network, not averaged."""
+    upstream = [g.view_as(z) for g, z in zip(flat.split([z.numel() for z in representation]), representation)]
+    return torch.autograd.grad(representation, params, upstream, retain_graph=retain_graph, allow_unused=True)
+
+
 def combine(per_loss: Sequence[Sequence[Optional[torch.Tensor]]], weights: Optional[Sequence] = None
             ) -> List[Optional[torch.Tensor]]:
     """Per parameter, sum_k weights[k] * per_loss[k][parameter] (weights 1 if None) over the losses

@@ -9,6 +9,7 @@ from .gradients import (
     accumulate_gradients,
     backward_task_specific,
     combine,
+    shared_gradients,
     split_parameters,
     task_gradients_with_parameters,
 )
@@ -70,11 +71,10 @@ class MGDAUB(TaskWeighting):
     Cost: one backward pass through the heads per active task, which also gives the heads'
     gradients, then one through the shared network from Z with sum_t alpha_t dL_t/dZ: about the
     cost of one plain backward pass. The T x T Gram matrix is the only value brought to the host
-    (one transfer per step with two or more active tasks; one task weighs 1); Frank-Wolfe runs
-    there. Under DDP the Gram matrix is averaged across
-    processes (the Gram matrix of the concatenation of all processes' Z is the sum of the local
-    ones; the scale does not change alpha), and so are the losses used by "loss"/"loss+" and the
-    gradients of the parameters.
+    (one transfer per step with two or more active tasks; a single task weighs 1), where
+    Frank-Wolfe runs. Under DDP the Gram matrix is averaged across processes (the Gram matrix of
+    the concatenation of all processes' Z is the sum of the local ones; the scale does not change
+    alpha), and so are the losses used by "loss"/"loss+" and the gradients of the parameters.
     """
 
     combines_loss_weights = True
@@ -111,7 +111,5 @@ class MGDAUB(TaskWeighting):
         alpha = torch.tensor(alpha, dtype=grads.dtype, device=grads.device)
         accumulate_gradients(specific, combine(heads, alpha))
         if shared:
-            upstream = (alpha @ grads).split([z.numel() for z in representation])
-            upstream = [g.view_as(z) for g, z in zip(upstream, representation)]
-            accumulate_gradients(shared, torch.autograd.grad(representation, shared, upstream, allow_unused=True))
+            accumulate_gradients(shared, shared_gradients(representation, alpha @ grads, shared))
         return weights

@@ -87,8 +87,11 @@ class AllocatedRes5ROIHeads(AllocatedROIHeads):
         if not self.training or streams is None or streams.stock:
             return super().forward(images, features, proposals, targets)
         sampled = self.label_and_sample_proposals(proposals, targets)
+        if all(tasks == streams.tasks for tasks in streams.groups.values()):  # one sample for every task
+            with self._run_on(sampled, self.mask_on):
+                return super().forward(images, features, proposals, targets)
         losses = {}
-        for task in ("det", "mask") if self.mask_on else ("det",):
+        for task in ("det", "mask"):
             with self._run_on(self._restrict(sampled, task), mask_on=task == "mask"):
                 _, run_losses = super().forward(images, features, proposals, targets)
             losses.update((k, v) for k, v in run_losses.items() if loss_task(k) == task)

@@ -1,12 +1,7 @@
 """Allocation applied to the heads a config names: the registered class, or its subclass with the
 allocation mixin of the detectron2 head it derives from."""
-from detectron2.modeling import (
-    PROPOSAL_GENERATOR_REGISTRY,
-    ROI_HEADS_REGISTRY,
-    SEM_SEG_HEADS_REGISTRY,
-    Res5ROIHeads,
-    StandardROIHeads,
-)
+from detectron2.modeling import PROPOSAL_GENERATOR_REGISTRY, ROI_HEADS_REGISTRY, SEM_SEG_HEADS_REGISTRY
+from detectron2.modeling.roi_heads import Res5ROIHeads, StandardROIHeads
 from detectron2.modeling.meta_arch.semantic_seg import SemSegFPNHead
 from detectron2.modeling.proposal_generator import RPN
 
@@ -26,19 +21,28 @@ _WRAPPED = {StandardROIHeads: STAROIHeads, RPN: STARPN, SemSegFPNHead: STASemSeg
 
 
 def allocating_class(cfg, key: str) -> type:
-    """The class to build for the head ``cfg.<key>`` names, with allocation applied: the class
-    itself if it applies allocations, else its subclass with the mixin of the detectron2 head it
-    derives from, registered as ``STA<name>`` (for StandardROIHeads, RPN, SemSegFPNHead: STAROIHeads,
-    STARPN, STASemSegFPNHead). Fails naming ``key`` for a head no mixin fits."""
-    registry, mixins = _MIXINS[key]
+    """The class to build for the head ``cfg.<key>`` names, with allocation applied
+    (:func:`allocating`); fails naming ``key`` for a head that cannot apply allocations."""
     name = value_at(cfg, key)
     try:
-        head = registry.get(name)
+        head = _MIXINS[key][0].get(name)
     except KeyError as e:
         fail(key, name, str(e))
+    return allocating(head, key)
+
+
+def allocating(head, kind: str, key: str = None) -> type:
+    """``head`` with allocation applied: the class itself if it applies allocations, else its
+    subclass with the mixin of the detectron2 head it derives from, registered as ``STA<name>``
+    (for StandardROIHeads, RPN, SemSegFPNHead: STAROIHeads, STARPN, STASemSegFPNHead). ``kind``:
+    the config key of the head's part (``"MODEL.ROI_HEADS.NAME"``...); fails naming ``key``
+    (default ``kind``) for a head no mixin fits."""
+    registry, mixins = _MIXINS[kind]
+    key = key or kind
+    name = getattr(head, "__name__", head)
     bases = " or ".join(base.__name__ for base, _ in mixins)
     if not isinstance(head, type):
-        fail(key, name, f"is a function; sta_d2 applies task allocations to subclasses of {bases}")
+        fail(key, name, f"is not a class; sta_d2 applies task allocations to subclasses of {bases}")
     if any(issubclass(head, mixin) for _, mixin in mixins):
         return head
     mixin = next((m for base, m in mixins if issubclass(head, base)), None)
