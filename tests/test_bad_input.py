@@ -3,7 +3,6 @@ import os
 
 import pytest
 import torch
-from detectron2.modeling import build_model
 
 from conftest import tiny_rcnn_cfg
 from sta_d2 import STAConfigError, merge_config_file, validate_sta_config
