@@ -14,8 +14,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..allocation import AllocationPolicy
 from ..data import DATASET_INDEX_KEY
 from ..data.train_loader import StreamBatchSampler, mixed_seed
-from ..weighting import TaskWeighting, WeightingStep
-from ..weighting.gradients import deferred_scalars
+from ..weighting import TaskWeighting, WeightingStep, deferred_scalars
 
 
 def unwrap_model(model):
