@@ -37,7 +37,6 @@ from detectron2.engine import SimpleTrainer
 from detectron2.utils.events import EventStorage
 
 from sta_d2 import STATrainer
-from sta_d2.weighting import WEIGHTING_REGISTRY
 from test_weighting_training import DENSE_ONLY, METHODS, rcnn_cfg, segnet_cfg
 
 SYNCING = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__")
@@ -118,9 +117,14 @@ def steps_calls(trainer, steps, warmup=1):
     return [step_calls(trainer, warmup + i) for i in range(steps)]
 
 
-def check(name, per_step, method_bound):
+def report(name, per_step):
     for i, groups in enumerate(per_step):
         print(f"{name} step {i}: " + ", ".join(f"{g} {len(groups[g])}" for g in GROUPS))
+
+
+def check(name, per_step, method_bound):
+    report(name, per_step)
+    for groups in per_step:
         assert len(groups["weighting"]) <= method_bound, groups["weighting"]
         assert len(groups["trainer"]) <= TRAINER_BOUND, groups["trainer"]
         assert all(device == "cpu" for _, _, device in groups["host"])
@@ -160,6 +164,7 @@ def test_stock_simple_trainer_makes_two_calls_per_loss(nyuv2, tmp_path):
     batch = next(iter(sta.data_loader))
     stock = SimpleTrainer(sta.model, iter(lambda: batch, None), sta.optimizer)
     per_step = steps_calls(stock, 1)
+    report("dense stock SimpleTrainer", per_step)
     losses = len(sta.model.tasks)
     assert sorted(name for name, _, _ in per_step[0]["trainer"]) == ["cpu"] * losses + ["item"] * losses
     assert TRAINER_BOUND < 2 * losses
