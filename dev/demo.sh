@@ -4,7 +4,8 @@
 #
 #   bash dev/demo.sh [OUT [KEY VALUE ...]]    (make demo: OUT = output/demo)
 #
-# KEY VALUE pairs override the training config (e.g. SOLVER.MAX_ITER 20 for a quick check).
+# KEY VALUE pairs override the training config (e.g. SOLVER.MAX_ITER 20 for a quick check);
+# DEMO_NUM_TRAIN and DEMO_NUM_VAL set how many images are generated (default 400 and 50).
 # VISUALIZE=N (e.g. make demo VISUALIZE=4) also draws the ground truth and predictions of the
 # first N validation images to OUT/pictures (tools/visualize.py).
 set -euo pipefail
@@ -16,7 +17,7 @@ export DETECTRON2_DATASETS="$OUT/datasets"
 
 start=$(date +%s)
 # (-W: fvcore's deprecation notice on import, not the user's to act on)
-"$PY" -W ignore::FutureWarning -m sta_d2.data.synthetic coco --root "$DETECTRON2_DATASETS/shapes" --num-train 400 --num-val 50
+"$PY" -W ignore::FutureWarning -m sta_d2.data.synthetic coco --root "$DETECTRON2_DATASETS/shapes" --num-train "${DEMO_NUM_TRAIN:-400}" --num-val "${DEMO_NUM_VAL:-50}"
 rm -rf "$OUT/train"
 "$PY" "$ROOT/tools/train_net.py" --config-file "$ROOT/configs/Demo/shapes_mask_rcnn_ista.yaml" \
     OUTPUT_DIR "$OUT/train" "$@"

@@ -6,7 +6,8 @@
 #   bash dev/demo_dense.sh [OUT [KEY VALUE ...]]    (make demo-dense: OUT = output/demo_dense)
 #
 # KEY VALUE pairs override the config of every training run (e.g. SOLVER.MAX_ITER 20 for a
-# quick check). VISUALIZE=N (e.g. make demo-dense VISUALIZE=4) also draws the first N validation
+# quick check); DEMO_NUM_TRAIN and DEMO_NUM_VAL set how many rooms are generated (default 200 and
+# 40). VISUALIZE=N (e.g. make demo-dense VISUALIZE=4) also draws the first N validation
 # images, their ground truth and the three models' predictions to OUT/pictures (tools/visualize.py).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,7 +19,7 @@ CONFIGS="$ROOT/configs/Demo"
 
 start=$(date +%s)
 # (-W: fvcore's deprecation notice on import, not the user's to act on)
-"$PY" -W ignore::FutureWarning -m sta_d2.data.synthetic nyuv2_13 --root "$DETECTRON2_DATASETS/nyuv2" --num-train 200 --num-val 40
+"$PY" -W ignore::FutureWarning -m sta_d2.data.synthetic nyuv2_13 --root "$DETECTRON2_DATASETS/nyuv2" --num-train "${DEMO_NUM_TRAIN:-200}" --num-val "${DEMO_NUM_VAL:-40}"
 for task in sem_seg depth; do
     rm -rf "$OUT/$task"
     "$PY" "$ROOT/tools/train_net.py" --config-file "$CONFIGS/nyuv2_segnet_${task}_single.yaml" OUTPUT_DIR "$OUT/$task" "$@"

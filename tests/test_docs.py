@@ -7,8 +7,9 @@ sta_d2) or ``<!-- output of: COMMAND -->`` (what ``make demo``, ``make demo-dens
 above" prints). Every command, in a block or inline in the prose, names an existing tool, module,
 script or make target, with flags its argument parser accepts and config files that load. Every
 other bash block runs as written (after the demos have made their data and runs where the docs say
-they live: ``dev/demo.sh`` and ``dev/demo_dense.sh`` with a few training steps), and printed output
-the docs quote has the form the command prints. Figures quoted in two places agree.
+they live: ``dev/demo.sh`` and ``dev/demo_dense.sh`` on fewer images, with a few training steps),
+and printed output the docs quote has the form the command prints. Figures quoted in two places
+agree.
 """
 import argparse
 import ast
@@ -31,8 +32,10 @@ from sta_d2 import load_config
 REPO = Path(__file__).parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MARKERS = ("not run", "file", "module", "output of")
-# the demos' training runs in the workspace, on the demos' full data: two Mask R-CNN steps; ten
-# SegNet steps without warm-up, for a segmentation baseline whose mIoU (Δm divides by it) is not 0
+# the demos in the workspace: 64 training and 8 validation images (every evaluation of the docs'
+# commands runs on them), two Mask R-CNN steps; ten SegNet steps without warm-up, for a
+# segmentation baseline whose mIoU (Δm divides by it) is not 0
+DEMO_DATA = {"DEMO_NUM_TRAIN": "64", "DEMO_NUM_VAL": "8"}
 QUICK = {"make demo": ["SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.STEPS", "()"],
          "make demo-dense": ["SOLVER.MAX_ITER", "10", "SOLVER.WARMUP_ITERS", "0", "SOLVER.STEPS", "()"]}
 
@@ -190,7 +193,8 @@ def test_an_example_module_trains(tmp_path):
     script = textwrap.dedent(f"""
         import importlib.util, sys
         import sta_d2.allocation
-        spec = importlib.util.spec_from_file_location("sta_d2.allocation.round_robin", {str(tmp_path / "round_robin.py")!r})
+        path = {str(tmp_path / "round_robin.py")!r}
+        spec = importlib.util.spec_from_file_location("sta_d2.allocation.round_robin", path)
         sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
 
@@ -262,8 +266,8 @@ def test_the_readme_excerpt_of_table_1_is_in_the_reproduction_page():
 
 def test_the_demo_facts_are_the_scripts():
     demo, dense = (REPO / "dev/demo.sh").read_text(), (REPO / "dev/demo_dense.sh").read_text()
-    shapes = re.search(r"--num-train (\d+) --num-val (\d+)", demo).groups()
-    rooms = re.search(r"--num-train (\d+) --num-val (\d+)", dense).groups()
+    counts = r'--num-train "\$\{DEMO_NUM_TRAIN:-(\d+)\}" --num-val "\$\{DEMO_NUM_VAL:-(\d+)\}"'
+    shapes, rooms = re.search(counts, demo).groups(), re.search(counts, dense).groups()
     readme, demos = (REPO / "README.md").read_text(), (REPO / "docs/demos.md").read_text()
     for text in (readme, demos):
         assert "{} training and {} validation images".format(*shapes) in re.sub(r"\s+", " ", text)
@@ -276,8 +280,8 @@ def test_the_demo_facts_are_the_scripts():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A folder where the docs' relative paths resolve (``tools``, ``configs``) and the demos have
-    run as ``make demo`` and ``make demo-dense`` do, with a few training steps (:data:`QUICK`); what
-    the demos printed, by command."""
+    run as ``make demo`` and ``make demo-dense`` do, on fewer images (:data:`DEMO_DATA`) with a few
+    training steps (:data:`QUICK`); what the demos printed, by command."""
     root = tmp_path_factory.mktemp("docs")
     for name in ("tools", "configs"):
         (root / name).symlink_to(REPO / name)
@@ -286,8 +290,8 @@ def workspace(tmp_path_factory):
     printed = {}
     for command, script, out in (("make demo", "dev/demo.sh", "output/demo"),
                                  ("make demo-dense", "dev/demo_dense.sh", "output/demo_dense")):
-        result = subprocess.run(["bash", str(REPO / script), str(root / out), *QUICK[command]], cwd=root, env=env,
-                                capture_output=True, text=True, timeout=1800)
+        result = subprocess.run(["bash", str(REPO / script), str(root / out), *QUICK[command]], cwd=root,
+                                env={**env, **DEMO_DATA}, capture_output=True, text=True, timeout=1800)
         assert result.returncode == 0, f"{script}: {result.stdout[-3000:]}{result.stderr[-3000:]}"
         printed[command] = result.stdout
     return root, env, printed

@@ -3,7 +3,7 @@
 Figures 1 and 2), on training batches of a config, at the weights of MODEL.WEIGHTS.
 
     DETECTRON2_DATASETS=output/demo_dense/datasets tools/analyze_gradients.py \
-        --config-file configs/Demo/nyuv2_segnet_ista.yaml --num-batches 50 \
+        --config-file configs/Demo/nyuv2_segnet_ista.yaml --num-batches 20 \
         --output output/demo_dense/gradient_angles MODEL.WEIGHTS output/demo_dense/ista/model_final.pth
 
 Writes ``gradient_angles.json`` (the angles of every batch, their means, the allocations; see

@@ -10,8 +10,9 @@ Each RUN_DIR is a training run's OUTPUT_DIR: its ``config.yaml`` and ``model_fin
 DATASETS.TEST), in dataset order. R-CNN models: ground truth and predicted boxes and masks
 drawn by detectron2's Visualizer (predictions scoring ``--score-threshold`` or more). Dense
 models: one row per task, the input image, the ground truth and each run's prediction,
-segmentation in class colours, depth and disparity on one colour scale per image (invalid
-ground-truth pixels black), normals as RGB = (n + 1) / 2. Models run on ``--device`` (default:
+segmentation in class colours, depth and disparity on one colour scale per image spanning the
+valid ground truth (predictions beyond it take its end colours; invalid ground-truth pixels
+black), normals as RGB = (n + 1) / 2. Models run on ``--device`` (default:
 CUDA when there is, else the CPU), whatever device they were trained on.
 """
 import warnings
@@ -43,6 +44,9 @@ from sta_d2.engine import AtomicCheckpointer, check_dataset  # noqa: E402
 from sta_d2.modeling import DenseMultiTaskNet  # noqa: E402
 
 PANEL_INCHES = 3.2
+# R-CNN images are drawn with their longer side at least this many pixels: Visualizer sizes its
+# labels to the drawn image, and on small images (the demo's are 128 pixels) they would be a blur
+DRAWN_SIDE = 256
 CLASS_COLOURS = colormap(rgb=True, maximum=1)
 
 
@@ -81,14 +85,15 @@ def is_dense(cfg):
 
 @torch.no_grad()
 def predict(cfg, model, dataset, records):
-    """The model's outputs on ``records``, the first images of ``dataset``, mapped as in evaluation."""
+    """The model's outputs on ``records``, the first images of ``dataset``, mapped as in evaluation
+    (instances, or dense maps by task; Panoptic FPN's panoptic segmentation is left out)."""
     cfg = cfg.clone()
     cfg.defrost()
     cfg.DATALOADER.NUM_WORKERS = 0
     outputs = []
     for inputs, record in zip(itertools.islice(STATrainer.build_test_loader(cfg, dataset), len(records)), records):
         assert inputs[0]["file_name"] == record["file_name"], (inputs[0]["file_name"], record["file_name"])
-        outputs.append({k: v.to("cpu") for k, v in model(inputs)[0].items()})
+        outputs.append({k: v.to("cpu") for k, v in model(inputs)[0].items() if hasattr(v, "to")})
     return outputs
 
 
@@ -160,7 +165,7 @@ def draw_dense(record, metadata, names, outputs, path):
 def draw_rcnn(record, metadata, names, outputs, score_threshold, path):
     """One image of an R-CNN dataset: ground truth, then each run's boxes and masks."""
     image = read_image(record["file_name"], format="RGB")
-    scale = max(1.0, 512 / max(image.shape[:2]))
+    scale = max(1.0, DRAWN_SIDE / max(image.shape[:2]))
     panels, titles = [], ["ground truth"]
     np.random.seed(0)  # Visualizer draws instance colours at random
     panels.append(Visualizer(image, metadata, scale=scale).draw_dataset_dict(record).get_image())
@@ -170,7 +175,8 @@ def draw_rcnn(record, metadata, names, outputs, score_threshold, path):
         np.random.seed(0)
         panels.append(Visualizer(image, metadata, scale=scale).draw_instance_predictions(instances).get_image())
         titles.append(f"{name}: {len(instances)} with score >= {score_threshold:g}")
-    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(PANEL_INCHES * 1.5 * len(panels), PANEL_INCHES * 1.5))
+    side = PANEL_INCHES * 1.5
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, figsize=(side * len(panels), side))
     for ax, panel, title in zip(axes[0], panels, titles):
         ax.imshow(panel)
         ax.set_title(title)

@@ -47,7 +47,7 @@ def check_run(cfg, *, num_gpus: int = 1, resume: bool = False, eval_only: bool =
     splits = (("DATASETS.TEST",) if eval_only else ("DATASETS.TRAIN", "DATASETS.TEST"))
     for key in splits:
         for name in cfg.DATASETS[key.split(".")[1]]:
-            checks.append(lambda key=key, name=name: check_dataset(name, key))
+            checks.append(lambda key=key, name=name: check_dataset(name, f"cfg.{key}"))
     if not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))):
         checks.append(lambda: check_weights(cfg.MODEL.WEIGHTS))
     for check in checks:
@@ -61,8 +61,8 @@ def check_run(cfg, *, num_gpus: int = 1, resume: bool = False, eval_only: bool =
         raise STAConfigError(f"{len(problems)} problems:\n" + "\n".join(f"- {p}" for p in problems))
 
 
-def check_dataset(name: str, key: str = "DATASETS.TRAIN") -> None:
-    """Raise STAConfigError when ``name`` (of the config key ``key``) is not a registered dataset,
+def check_dataset(name: str, where: str = "cfg.DATASETS.TRAIN") -> None:
+    """Raise STAConfigError when ``name`` (given by ``where``) is not a registered dataset,
     suggesting the closest registered names, or when a file or folder its metadata names is
     missing, saying where datasets are read and, for sta_d2's own, how to generate them."""
     if name not in DatasetCatalog:
@@ -70,14 +70,14 @@ def check_dataset(name: str, key: str = "DATASETS.TRAIN") -> None:
         guess = (f"did you mean {close[0]}?" + (f" (or {', '.join(close[1:])})" if close[1:] else "")
                  if close else "no registered name is close to it;")
         raise STAConfigError(
-            f"cfg.{key}: {name!r} is not a registered dataset; {guess} datasets/README.md lists "
+            f"{where}: {name!r} is not a registered dataset; {guess} datasets/README.md lists "
             "sta_d2's; register a COCO-format file of your own with --coco-dataset NAME JSON "
             "IMAGE_ROOT (tools/train_net.py) or sta_d2.data.datasets.register_coco_instances_checked")
     metadata = MetadataCatalog.get(name)
     for path_key in _PATH_KEYS:
         path = metadata.get(path_key, None)
         if isinstance(path, str) and path and "://" not in path and not os.path.exists(path):
-            raise STAConfigError(f"cfg.{key}: dataset {name!r} reads {path}, which does not exist; "
+            raise STAConfigError(f"{where}: dataset {name!r} reads {path}, which does not exist; "
                                  f"{_missing_files_hint(name, path)}")
 
 
