@@ -48,7 +48,9 @@ class GradientCosineHook(HookBase):
     def _measure(self, model, args):
         self._handle.remove()  # measure this forward only (and not the measurement's own)
         with _state_restored(model):
-            cosines = pairwise_cosines(shared_task_gradients(model, args[0]), model.tasks)
+            grads = shared_task_gradients(model, args[0])  # under the step's autocast, if any
+        with torch.autocast(model.device.type, enabled=False):
+            cosines = pairwise_cosines(grads, model.tasks)
         if cosines:
             values = {f"grad_cos/{pair}": c for pair, c in cosines.items()}
             values["grad/mean_pairwise_cosine"] = sum(cosines.values()) / len(cosines)

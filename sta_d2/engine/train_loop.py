@@ -1,4 +1,5 @@
 """The inner training loop: one optimizer step per allocation step."""
+import logging
 import math
 import time
 from typing import Dict, List
@@ -14,7 +15,10 @@ from torch.nn.parallel import DistributedDataParallel
 from ..allocation import AllocationPolicy
 from ..data import DATASET_INDEX_KEY
 from ..data.train_loader import StreamBatchSampler, mixed_seed
-from ..weighting import TaskWeighting, WeightingStep, deferred_scalars
+from ..weighting import TaskWeighting, WeightingStep, deferred_scalars, loss_scaling
+
+#: the autocast dtype of mixed precision, by device type
+AUTOCAST_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
 
 
 def unwrap_model(model):
@@ -38,11 +42,28 @@ class AllocationTrainer(SimpleTrainer):
     allocation and the weighting method, the batch number at which the loader (a
     :func:`sta_d2.data.build_stream_train_loader`) restarts: the next batch, or, inside an
     ISTA/gap cycle, the first held batch, which the policy then reads again.
+
+    With ``amp`` (mixed precision), the forward runs under autocast, float16 on CUDA and bfloat16
+    on the CPU, and the losses are cast to float32 after it: the weighting method runs outside
+    autocast, in float32. Its backward passes are scaled by ``grad_scaler``, a GradScaler, which
+    then steps the optimizer and updates the scale, as detectron2's AMPTrainer does (see
+    :func:`sta_d2.weighting.gradients.loss_scaling`). The scaler is enabled with float16 only:
+    bfloat16 has float32's exponent range, so its gradients neither underflow nor overflow where
+    float32's would not and need no scaling; the loop is the same, the disabled scaler's scale,
+    step and update being pass-throughs, as they are without ``amp``. A non-finite loss stops
+    training (:meth:`check_finite`); inf/NaN gradients of finite losses, a float16 overflow, are
+    the scaler's to skip: it leaves the parameters as they were and lowers the scale. The
+    scaler's state is checkpointed with the rest.
     """
 
     def __init__(self, model, data_loader, optimizer, policy: AllocationPolicy, weighting: TaskWeighting,
-                 seed: int):
+                 seed: int, amp: bool = False):
         super().__init__(model, data_loader, optimizer)
+        device = unwrap_model(model).device.type
+        if amp and device not in AUTOCAST_DTYPES:
+            raise ValueError(f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on device type {device!r}")
+        self.autocast = {"device_type": device, "dtype": AUTOCAST_DTYPES.get(device), "enabled": amp}
+        self.grad_scaler = torch.amp.GradScaler(device, enabled=amp and device == "cuda")
         self.policy = policy
         self.weighting = weighting
         self.seed = seed
@@ -73,17 +94,22 @@ class AllocationTrainer(SimpleTrainer):
         model = unwrap_model(self.model)
         batch, assignment = self.policy.next_step(self._next_batch, model.task_availability)
         inputs = assignment.attach(batch)
-        loss_dict = self.model(inputs)
+        with torch.autocast(**self.autocast):
+            loss_dict = self.model(inputs)
+        if self.autocast["enabled"]:
+            loss_dict = {k: v.float() for k, v in loss_dict.items()}
         task_losses = model.task_losses(loss_dict)
         counts = assignment.counts()
         step = WeightingStep(model=model, active=self.active_tasks(counts), iteration=self.iter,
                              dataset_indices=[x.get(DATASET_INDEX_KEY) for x in inputs])
         self.optimizer.zero_grad()
-        with deferred_scalars() as logged:
+        scale = self.grad_scaler.scale(torch.ones((), device=model.device)) if self.grad_scaler.is_enabled() else None
+        with deferred_scalars() as logged, loss_scaling(scale):
             weights = self.weighting.backward(task_losses, step)
         self.weighting.average_gradients()
         self.write_task_metrics(loss_dict, task_losses, weights, logged, counts)
-        self.optimizer.step()
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
 
     def check_finite(self, gathered: List[dict]):
         """Stop with detectron2's FloatingPointError, naming the task(s), before a non-finite loss
@@ -154,10 +180,18 @@ class AllocationTrainer(SimpleTrainer):
     def state_dict(self):
         next_batch = self._cycle_start if self.policy.holds_batches() else self._loaded
         return {**super().state_dict(), "allocation": self.policy.state_dict(),
-                "weighting": self.weighting.state_dict(), "data": {"seed": self.seed, "next_batch": next_batch}}
+                "weighting": self.weighting.state_dict(), "data": {"seed": self.seed, "next_batch": next_batch},
+                "grad_scaler": self.grad_scaler.state_dict()}
 
     def load_state_dict(self, state_dict):
+        """Restore :meth:`state_dict`. The scaler's state (empty when it was disabled) is loaded
+        into an enabled scaler; a checkpoint without one (written without float16 AMP) starts
+        a fresh scaler, whose scale settles within a few steps."""
         super().load_state_dict(state_dict)
+        if state_dict.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+        elif self.grad_scaler.is_enabled():
+            logging.getLogger("sta_d2").info("Checkpoint has no GradScaler state: the loss scale starts afresh")
         self.policy.load_state_dict(state_dict["allocation"])
         self.weighting.load_state_dict(state_dict["weighting"])
         self.seed = int(state_dict["data"]["seed"])

@@ -21,7 +21,7 @@ from ..specs import ConfigKeys, Key, fail, one_of
 from ..weighting import build_weighting
 from .checkpoint import AtomicCheckpointer
 from .hooks import GradientCosineHook
-from .train_loop import AllocationTrainer
+from .train_loop import AUTOCAST_DTYPES, AllocationTrainer
 
 
 CONFIG_KEYS = ConfigKeys({
@@ -31,10 +31,12 @@ CONFIG_KEYS = ConfigKeys({
 })
 
 
-@CONFIG_KEYS.rule("SOLVER.AMP.ENABLED")
-def _no_mixed_precision(cfg):
-    if cfg.SOLVER.AMP.ENABLED:
-        fail("SOLVER.AMP.ENABLED", True, "mixed precision is not supported by STATrainer yet")
+@CONFIG_KEYS.rule("SOLVER.AMP.ENABLED", "MODEL.DEVICE")
+def _mixed_precision_device(cfg):
+    device = torch.device(cfg.MODEL.DEVICE).type
+    if cfg.SOLVER.AMP.ENABLED and device not in AUTOCAST_DTYPES:
+        fail("SOLVER.AMP.ENABLED", True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on "
+             f"cfg.MODEL.DEVICE = {cfg.MODEL.DEVICE!r}")
 
 
 def _mapper(cfg, is_train):
@@ -53,7 +55,9 @@ class STATrainer(DefaultTrainer):
     atomically; the task losses become gradients through ``cfg.STA.WEIGHTING`` (whose
     own parameters join the optimizer); evaluators come from the dataset's metadata and never
     require CUDA; dense models read their data through :class:`DenseDatasetMapper`;
-    ``SOLVER.OPTIMIZER`` may be Adam. ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
+    ``SOLVER.OPTIMIZER`` may be Adam; ``SOLVER.AMP.ENABLED`` trains in mixed precision on CUDA
+    (float16, as AMPTrainer) and on the CPU (bfloat16) with every policy and weighting method
+    (:class:`AllocationTrainer`). ``SOLVER.MAX_ITER`` counts optimizer steps for every policy.
     ``cfg`` must be finished and validated (:func:`sta_d2.load_config`, or
     :func:`sta_d2.validate_sta_config` for a config assembled in code).
     """
@@ -81,7 +85,8 @@ class STATrainer(DefaultTrainer):
         # A CPU module takes no device_ids (detectron2 passes the local rank, a GPU index).
         on_cpu = model.device.type == "cpu"
         model = create_ddp_model(model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {}))
-        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy, weighting, seed)
+        self._trainer = AllocationTrainer(model, data_loader, optimizer, policy, weighting, seed,
+                                          amp=cfg.SOLVER.AMP.ENABLED)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0

@@ -5,9 +5,10 @@ The LazyConfig is detectron2's (``model``, ``dataloader``, ``optimizer``, ``lr_m
 (:mod:`sta_d2.lazy.components`). The loop is :class:`sta_d2.engine.AllocationTrainer`, as for
 yacs configs: checkpoints hold the optimizer, the allocation, the weighting method and the data
 position, so resuming continues exactly, and are written atomically; a non-finite loss stops
-training, naming the task, before the optimizer steps."""
+training, naming the task, before the optimizer steps; ``train.amp.enabled`` is honoured."""
 import logging
 
+import torch
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, hooks
 from detectron2.engine.defaults import default_writers
@@ -16,7 +17,7 @@ from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
 from ..data import DATASET_INDEX_KEY
-from ..engine import AllocationTrainer, AtomicCheckpointer
+from ..engine import AUTOCAST_DTYPES, AllocationTrainer, AtomicCheckpointer
 from ..specs import fail
 from ..weighting import build_weighting
 from .components import sta_config, stream_train_loader
@@ -35,9 +36,12 @@ def build_lazy_trainer(cfg):
     hooks, and its :class:`AtomicCheckpointer` (``cfg.train.output_dir``). The training loader is
     :func:`stream_train_loader` over ``cfg.dataloader.train``'s dataset, mapper, batch size and
     workers; ``cfg.train.seed`` (negative or absent: one shared random seed) seeds it and the
-    per-step random streams."""
-    if cfg.train.amp.enabled:
-        fail("train.amp.enabled", True, "mixed precision is not supported by sta_d2's training loop yet")
+    per-step random streams; ``cfg.train.amp.enabled`` trains in mixed precision, as detectron2's
+    lazyconfig_train_net.py does with AMPTrainer (float16 on CUDA, bfloat16 on the CPU)."""
+    device = torch.device(cfg.train.device).type
+    if cfg.train.amp.enabled and device not in AUTOCAST_DTYPES:
+        fail("train.amp.enabled", True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on "
+             f"cfg.train.device = {cfg.train.device!r}")
     sta = sta_config(cfg.get("sta"), SOLVER={"BASE_LR": float(cfg.optimizer.lr)})
     model = instantiate(cfg.model).to(cfg.train.device)
     seed = cfg.train.get("seed", -1)
@@ -56,7 +60,7 @@ def build_lazy_trainer(cfg):
     logger.info(f"Allocation policy {sta.STA.POLICY!r} over tasks {model.tasks}, "
                 f"{policy.steps_per_batch} optimizer step(s) per batch")
     model = _ddp(model, cfg)
-    trainer = AllocationTrainer(model, loader, optimizer, policy, weighting, seed)
+    trainer = AllocationTrainer(model, loader, optimizer, policy, weighting, seed, amp=cfg.train.amp.enabled)
     checkpointer = AtomicCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     main = comm.is_main_process()
     trainer.register_hooks([

@@ -8,7 +8,7 @@ from .base import (
     method_config_keys,
 )
 from .build import build_weighting
-from .gradients import deferred_scalars
+from .gradients import deferred_scalars, loss_scaling
 from .static import EqualWeighting, StaticWeighting
 from .uncertainty import UncertaintyWeighting
 from .dwa import DynamicWeightAverage

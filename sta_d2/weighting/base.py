@@ -8,7 +8,9 @@ argument of the same name. Learnable quantities (e.g. uncertainty weights) are i
 ``nn.Parameter``s: the trainer adds them to the optimizer as extra parameter groups
 (:meth:`TaskWeighting.param_groups`) and averages their gradients over processes. Everything it
 keeps is in its ``state_dict`` (parameters, buffers and ``get_extra_state``), which the trainer
-checkpoints and restores on resume. A method that needs
+checkpoints and restores on resume. Under mixed precision a method differentiates its losses
+through :func:`sta_d2.weighting.gradients.scaled` (the helpers there do) and so leaves in ``.grad``
+the gradients times the trainer's loss scale. A method that needs
 more of the training forward than the task losses (per-image losses, predictions) names it in
 its ``SIDE_OUTPUTS``; models list what they can produce in theirs.
 """
@@ -21,6 +23,7 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ..comm import all_average
+from .gradients import scaled
 from ..specs import ConfigKeys, Key, STAConfigError, argument_name, fail, number, one_of, registered
 
 WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
@@ -154,7 +157,7 @@ class LossWeighting(TaskWeighting):
     def backward(self, task_losses, step):
         weights = self.weights(task_losses, step)
         total = sum(weights[t] * task_losses[t] for t in self.tasks) + self.regulariser(step)
-        total.backward()
+        scaled(total).backward()
         self.observe(task_losses)
         return {t: w.detach() for t, w in weights.items()}
 

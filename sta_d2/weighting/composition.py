@@ -2,6 +2,7 @@
 import torch
 
 from .base import LossWeighting, TaskWeighting
+from .gradients import scaled
 
 
 class WeightedGradientMethod(TaskWeighting):
@@ -25,7 +26,7 @@ class WeightedGradientMethod(TaskWeighting):
         if own:
             objective = sum(weights[t] * task_losses[t].detach() for t in self.tasks)
             objective = objective + self.loss_weighting.regulariser(step)
-            for param, grad in zip(own, torch.autograd.grad(objective, own, allow_unused=True)):
+            for param, grad in zip(own, torch.autograd.grad(scaled(objective), own, allow_unused=True)):
                 if grad is not None:
                     param.grad = grad if param.grad is None else param.grad + grad
         weighted = {t: weights[t].detach().to(task_losses[t]) * task_losses[t] for t in self.tasks}

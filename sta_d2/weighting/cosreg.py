@@ -2,7 +2,7 @@ import torch
 
 from ..specs import Key, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
-from .gradients import log_scalars, pair_values, split_parameters, task_gradients
+from .gradients import log_scalars, pair_values, scaled, split_parameters, task_gradients
 
 
 @WEIGHTING_REGISTRY.register()
@@ -52,5 +52,5 @@ class CosReg(TaskWeighting):
             total = total + self.weight * regulariser
             log_scalars({"cosreg/regulariser": regulariser.detach(),
                          "grad/mean_cosine": pairs.detach().sum() / counted.sum().clamp_min(1)})
-        total.backward()
+        scaled(total).backward()
         return {t: 1.0 for t in self.tasks}

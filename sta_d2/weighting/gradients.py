@@ -8,6 +8,13 @@ process combines the same gradients and takes the same step. At world size 1 it 
 
 Nothing here brings a value to the host: scalars to log stay tensors until the trainer moves
 all of a step's values in one transfer (:func:`deferred_scalars`).
+
+Mixed precision: inside :func:`loss_scaling` (the trainer's, with a float16 GradScaler) every
+backward pass differentiates the losses times the scale S (:func:`scaled`), so that small float16
+gradients do not underflow, and each per-task gradient is divided by S as soon as it is computed
+(:func:`unscaled`, also casting low-precision gradients to float32): the methods combine true
+gradients in float32. What goes into ``.grad`` is multiplied by S again (exact: S is a power of
+two), as a plain backward of a scaled loss leaves it, for the scaler to unscale and check.
 """
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,6 +34,44 @@ def split_parameters(model) -> Tuple[List[nn.Parameter], List[nn.Parameter]]:
     shared = list(model.shared_parameters())
     ids = {id(p) for p in shared}
     return shared, [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+
+
+_LOSS_SCALE: ContextVar[Optional[torch.Tensor]] = ContextVar("sta_d2_loss_scale", default=None)
+
+
+@contextmanager
+def loss_scaling(scale: Optional[torch.Tensor]):
+    """Inside, backward passes differentiate the losses times ``scale`` (a 0-dim tensor, a
+    GradScaler's current scale; None: no scaling)."""
+    token = _LOSS_SCALE.set(scale)
+    try:
+        yield
+    finally:
+        _LOSS_SCALE.reset(token)
+
+
+def scaled(loss: torch.Tensor) -> torch.Tensor:
+    """``loss`` times the active loss scale: what a method differentiates, or the gradient it
+    puts into ``.grad``."""
+    scale = _LOSS_SCALE.get()
+    return loss if scale is None else loss * scale
+
+
+def unscaled(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient of :func:`scaled` losses as the gradient of the losses: divided by the active
+    loss scale, in float32 if it was float16 or bfloat16 (a gradient w.r.t. autocast
+    activations)."""
+    if grad.dtype in (torch.float16, torch.bfloat16):
+        grad = grad.float()
+    scale = _LOSS_SCALE.get()
+    return grad if scale is None else grad / scale
+
+
+def add_to_grad(param: torch.Tensor, grad: torch.Tensor) -> None:
+    """``param.grad`` += ``grad`` (a gradient of the losses) times the active loss scale, as a
+    backward pass of the scaled losses would add it."""
+    grad = scaled(grad.detach())
+    param.grad = grad.clone() if param.grad is None else param.grad + grad
 
 
 def task_gradients(losses: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor], create_graph: bool = False,
@@ -52,8 +97,9 @@ def task_gradients_with_parameters(losses: Sequence[torch.Tensor], inputs: Seque
     for loss in losses:
         grads = [None] * len(everything)
         if loss.requires_grad:
-            grads = torch.autograd.grad(loss, everything, retain_graph=True, create_graph=create_graph,
+            grads = torch.autograd.grad(scaled(loss), everything, retain_graph=True, create_graph=create_graph,
                                         allow_unused=True)
+            grads = [None if g is None else unscaled(g) for g in grads]
         reached = [r or g is not None for r, g in zip(reached, grads)]
         rows.append(torch.cat([(torch.zeros_like(x) if g is None else g).reshape(-1) for g, x in zip(grads, inputs)]))
         heads.append(list(grads[len(inputs):]))
@@ -68,8 +114,9 @@ def shared_gradients(representation: Sequence[torch.Tensor], flat: torch.Tensor,
     """The gradients w.r.t. ``params`` (None where unreached) given the gradient ``flat`` at the
     shared representation (flattened and concatenated, as a row of :func:`task_gradients` w.r.t.
     ``representation``): one backward pass through the shared network, not averaged."""
-    upstream = [g.view_as(z) for g, z in zip(flat.split([z.numel() for z in representation]), representation)]
-    return torch.autograd.grad(representation, params, upstream, retain_graph=retain_graph, allow_unused=True)
+    upstream = [g.view_as(z) for g, z in zip(scaled(flat).split([z.numel() for z in representation]), representation)]
+    grads = torch.autograd.grad(representation, params, upstream, retain_graph=retain_graph, allow_unused=True)
+    return tuple(None if g is None else unscaled(g) for g in grads)
 
 
 def combine(per_loss: Sequence[Sequence[Optional[torch.Tensor]]], weights: Optional[Sequence] = None
@@ -91,7 +138,7 @@ def accumulate_gradient(params: Sequence[nn.Parameter], flat: torch.Tensor, reac
         g = flat[offset:offset + p.numel()].view_as(p)
         offset += p.numel()
         if r:
-            p.grad = g.detach().clone() if p.grad is None else p.grad + g.detach()
+            add_to_grad(p, g)
 
 
 def accumulate_gradients(params: Sequence[nn.Parameter], grads: Sequence[Optional[torch.Tensor]]) -> None:
@@ -104,7 +151,7 @@ def accumulate_gradients(params: Sequence[nn.Parameter], grads: Sequence[Optiona
         return
     for p, g in zip(params, grads):
         if g is not None:
-            p.grad = g.detach().clone() if p.grad is None else p.grad + g.detach()
+            add_to_grad(p, g)
 
 
 def backward_task_specific(total: torch.Tensor, params: Sequence[nn.Parameter]) -> None:

@@ -8,6 +8,7 @@ from .gradients import (
     accumulate_gradients,
     combine,
     log_scalars,
+    scaled,
     shared_gradients,
     split_parameters,
     task_gradients_with_parameters,
@@ -84,7 +85,7 @@ class GradNorm(TaskWeighting):
             relative = ((ratios / ratios.mean()) ** self.alpha).to(norms)
             grad_norms = self.task_weights[rows] * norms
             gradnorm_loss = (grad_norms - grad_norms.mean().detach() * relative).abs().sum()
-            gradnorm_loss.backward()
+            scaled(gradnorm_loss).backward()
             log_scalars({"gradnorm/loss": gradnorm_loss.detach()})
         accumulate_gradients(heads, combine(head_grads, weights))
         if shared:

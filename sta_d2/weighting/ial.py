@@ -36,9 +36,9 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
     The paper's exact uncertainty function of the encoder stage was not available to us: c_a is
     our choice with the described properties (bounded by the primary's share, decreasing in the
     auxiliary task's uncertainty). With task allocation, when the primary task is not active this
-    step, the reference norm is ||g_p|| of the last step it was active (``primary_grad_norm``); before
-    any such step the auxiliary gradients on the shared parameters are weighted by exp(-s_a) as on
-    the heads. Under DDP the task gradients (shared and heads) are averaged across processes
+    step, the reference norm is ||g_p|| of the last step it was active with a finite ||g_p||
+    (``primary_grad_norm``); before any such step the auxiliary gradients on the shared parameters
+    are weighted by exp(-s_a) as on the heads. Under DDP the task gradients (shared and heads) are averaged across processes
     before they are combined, so every process takes the same step.
     """
 
@@ -65,8 +65,9 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
 
         k = self.tasks.index(self.primary)
         s = self.log_vars.detach()
-        if k in active:
-            self.primary_grad_norm.copy_(grads[k].norm())
+        if k in active:  # not from a step whose gradients a GradScaler will skip (inf/NaN)
+            norm = grads[k].norm().to(self.primary_grad_norm)
+            self.primary_grad_norm.copy_(torch.where(norm.isfinite(), norm, self.primary_grad_norm))
         reference = self.primary_grad_norm
         combined = grads[k] if k in active else torch.zeros_like(torch.cat([q.detach().reshape(-1) for q in shared]))
         for a in active:

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..specs import LOG_VARIANCE, Key, fail, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
+from .gradients import scaled
 
 
 @WEIGHTING_REGISTRY.register()
@@ -69,9 +70,9 @@ class InstanceLevelTaskParameters(TaskWeighting):
             images, losses = image_losses[task]
             rows = torch.tensor([step.dataset_indices[i] for i in images], device=self.log_vars.device)
             s = self.log_vars[rows, t]
-            total = total + (torch.exp(-s) * losses + s).mean() + 0.5 * self.weight_decay * (s ** 2).sum()
+            total = total + (torch.exp(-s) * losses.float() + s).mean() + 0.5 * self.weight_decay * (s ** 2).sum()
             weights[task] = float(torch.exp(-s.detach()).mean())
-        total.backward()
+        scaled(total).backward()
         return weights
 
     def export(self, path, images):

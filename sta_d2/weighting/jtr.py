@@ -69,4 +69,5 @@ class JointTaskRegularization(EqualWeighting):
         return distance + reconstruction
 
     def regulariser(self, step):
-        return self.weight * self.joint_loss(*step.model.side_outputs()["joint_outputs"])
+        """In float32 (the trainer runs methods outside autocast; E and D are float32)."""
+        return self.weight * self.joint_loss(*(x.float() for x in step.model.side_outputs()["joint_outputs"]))

@@ -1,0 +1,78 @@
+"""Mixed precision (``SOLVER.AMP.ENABLED`` / ``train.amp.enabled``) on the CPU path: bfloat16
+autocast and a disabled GradScaler, the loop sta_d2 runs with float16 and an enabled scaler on
+CUDA. Every policy and weighting method trains; with ``full`` and the plain sum one step equals
+detectron2's AMPTrainer; the scaler's state is checkpointed; loss scaling leaves the methods'
+gradients unchanged."""
+import pytest
+import torch
+from detectron2.config import LazyConfig
+from detectron2.engine import AMPTrainer
+from detectron2.utils.events import EventStorage
+
+from conftest import make_batch
+from sta_d2 import STAConfigError, STATrainer
+from sta_d2.allocation import FullTaskPolicy
+from sta_d2.data.train_loader import mixed_seed
+from sta_d2.engine import AllocationTrainer
+from sta_d2.lazy import build_lazy_trainer
+from sta_d2.weighting import EqualWeighting, loss_scaling
+from test_exactness import build_pair
+from test_weighting_training import METHODS, segnet_cfg, train_and_check
+
+POLICIES = ("full", "sta", "ista", "gap")
+SEED = 5
+
+
+def recorded_losses(model):
+    """The loss dicts of ``model``'s forwards, appended to the returned list."""
+    seen = []
+    model.register_forward_hook(lambda module, args, output: seen.append(output))
+    return seen
+
+
+def test_full_sum_step_equals_stock_amp_trainer(monkeypatch):
+    """One AMP step of AllocationTrainer (``full``, EqualWeighting) against one of detectron2's
+    AMPTrainer on the same batch, weights and random state: equal losses and gradients.
+
+    AMPTrainer is CUDA-only; to run it on the CPU path this test patches what it needs: the
+    ``torch.cuda.is_available()`` of its assert returns True, its ``torch.cuda.amp.autocast()``
+    is CPU bfloat16 autocast (sta_d2's CPU AMP), and it is given a disabled GradScaler (bfloat16
+    needs no loss scaling; sta_d2's CPU scaler is disabled too)."""
+    ours, stock = build_pair(panoptic=False)
+    batch = make_batch(2)
+    ours_losses, stock_losses = recorded_losses(ours), recorded_losses(stock)
+    ours_trainer = AllocationTrainer(ours, iter(lambda: batch, None), torch.optim.SGD(ours.parameters(), lr=0.1),
+                                     FullTaskPolicy(ours.tasks, len(ours.tasks), torch.Generator()),
+                                     EqualWeighting(ours.tasks), SEED, amp=True)
+    stock_trainer = AMPTrainer(stock, iter(lambda: batch, None), torch.optim.SGD(stock.parameters(), lr=0.1),
+                               grad_scaler=torch.amp.GradScaler("cpu", enabled=False))
+    with EventStorage(0):
+        ours_trainer.iter = 0
+        ours_trainer.run_step()
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda.amp, "autocast", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        torch.manual_seed(mixed_seed(SEED, 0, 0))  # the random state AllocationTrainer's step starts from
+        stock_trainer.run_step()
+    (ours_losses,), (stock_losses,) = ours_losses, stock_losses
+    assert ours_losses.keys() == stock_losses.keys()
+    for k, loss in stock_losses.items():
+        assert torch.equal(ours_losses[k].float(), loss.float()), k
+    stock_params = dict(stock.named_parameters())
+    for name, param in ours.named_parameters():
+        assert (param.grad is None) == (stock_params[name].grad is None), name
+        assert param.grad is None or torch.equal(param.grad, stock_params[name].grad), name
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ours.parameters())
+
+
+def amp_segnet_cfg(nyuv2, method, policy, out_dir, **kwargs):
+    cfg = segnet_cfg(nyuv2, method, policy, out_dir, **kwargs)
+    cfg.SOLVER.AMP.ENABLED = True
+    return cfg
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_and_policy_trains_in_bfloat16(nyuv2, tmp_path, method, policy):
+    cfg = amp_segnet_cfg(nyuv2, method, policy, tmp_path, max_iter=2, checkpoint_period=100)
+    trainer = train_and_check(cfg, tmp_path)
+    assert trainer._trainer.autocast == {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": True}
