@@ -10,7 +10,7 @@ from detectron2.engine import AMPTrainer
 from detectron2.utils.events import EventStorage
 
 from conftest import make_batch
-from sta_d2 import STAConfigError, STATrainer
+from sta_d2 import STAConfigError, STATrainer, validate_sta_config
 from sta_d2.allocation import FullTaskPolicy
 from sta_d2.data.train_loader import mixed_seed
 from sta_d2.engine import AllocationTrainer
@@ -76,3 +76,66 @@ def test_every_method_and_policy_trains_in_bfloat16(nyuv2, tmp_path, method, pol
     cfg = amp_segnet_cfg(nyuv2, method, policy, tmp_path, max_iter=2, checkpoint_period=100)
     trainer = train_and_check(cfg, tmp_path)
     assert trainer._trainer.autocast == {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": True}
+
+
+@pytest.mark.parametrize("method, loss_weighting", [(m, "") for m in METHODS]
+                         + [("PCGrad", "UncertaintyWeighting"), ("MGDAUB", "DynamicWeightAverage")])
+def test_loss_scaling_leaves_every_method_update_unchanged(nyuv2, tmp_path, method, loss_weighting):
+    """Two steps with an enabled GradScaler (scale 2^12, the float16 path's scaling, here on the
+    CPU) end with the same parameters, bit for bit, as without it: every method combines
+    unscaled gradients and leaves scaled ones in ``.grad`` for the scaler (a power-of-two scale
+    is exact)."""
+    params = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)):
+        cfg = amp_segnet_cfg(nyuv2, method, "sta", tmp_path / str(len(params)), max_iter=2, checkpoint_period=100)
+        cfg.STA.WEIGHTING.LOSS_WEIGHTING = loss_weighting
+        torch.manual_seed(0)  # the model's initial weights
+        trainer = STATrainer(cfg)
+        if scaler:
+            trainer._trainer.grad_scaler = scaler
+        trainer.train()
+        params.append([p.detach().clone() for group in trainer.optimizer.param_groups for p in group["params"]])
+    assert scaler.get_scale() == 2.0 ** 12  # no step was skipped
+    assert all(torch.equal(a, b) for a, b in zip(*params))
+
+
+def test_scaler_state_is_checkpointed_and_resumed(nyuv2, tmp_path):
+    run_dir, resume_dir = tmp_path / "run", tmp_path / "resumed"
+    trainer = STATrainer(amp_segnet_cfg(nyuv2, "PCGrad", "ista", run_dir, max_iter=3, checkpoint_period=1))
+    trainer._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)
+    trainer.train()
+    saved = torch.load(run_dir / "model_0000001.pth", weights_only=True)["trainer"]["_trainer"]["grad_scaler"]
+    assert saved["scale"] == 2.0 ** 12 and saved["growth_interval"] == 1  # doubled after each of 2 steps
+
+    resume_dir.mkdir()
+    (resume_dir / "model_0000001.pth").write_bytes((run_dir / "model_0000001.pth").read_bytes())
+    (resume_dir / "last_checkpoint").write_text("model_0000001.pth")
+    resumed = STATrainer(amp_segnet_cfg(nyuv2, "PCGrad", "ista", resume_dir, max_iter=3, checkpoint_period=1))
+    resumed._trainer.grad_scaler = torch.amp.GradScaler("cpu")
+    resumed.resume_or_load(resume=True)
+    assert resumed._trainer.grad_scaler.state_dict() == saved
+
+    state = resumed._trainer.state_dict()
+    del state["grad_scaler"]  # a checkpoint written without AMP: the scale starts afresh
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 7)
+    resumed._trainer.grad_scaler = fresh
+    resumed._trainer.load_state_dict(state)
+    assert fresh.get_scale() == 2.0 ** 7
+
+
+def test_lazyconfig_honours_train_amp_enabled(shapes, tmp_path):
+    from test_lazyconfig import demo_cfg
+
+    for enabled in (False, True):
+        cfg = demo_cfg(shapes, tmp_path, max_iter=4)
+        cfg.train.amp.enabled = enabled
+        trainer, _ = build_lazy_trainer(cfg)
+        assert trainer.autocast == {"device_type": "cpu", "dtype": torch.bfloat16, "enabled": enabled}
+        assert not trainer.grad_scaler.is_enabled()  # bfloat16 needs no loss scaling
+
+
+def test_amp_on_an_unsupported_device_names_the_key(nyuv2, tmp_path):
+    cfg = amp_segnet_cfg(nyuv2, "EqualWeighting", "sta", tmp_path)
+    cfg.MODEL.DEVICE = "meta"
+    with pytest.raises(STAConfigError, match=r"SOLVER\.AMP\.ENABLED.*'meta'"):
+        validate_sta_config(cfg)

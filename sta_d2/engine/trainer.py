@@ -33,8 +33,7 @@ CONFIG_KEYS = ConfigKeys({
 
 @CONFIG_KEYS.rule("SOLVER.AMP.ENABLED", "MODEL.DEVICE")
 def _mixed_precision_device(cfg):
-    device = torch.device(cfg.MODEL.DEVICE).type
-    if cfg.SOLVER.AMP.ENABLED and device not in AUTOCAST_DTYPES:
+    if cfg.SOLVER.AMP.ENABLED and str(cfg.MODEL.DEVICE).split(":")[0] not in AUTOCAST_DTYPES:
         fail("SOLVER.AMP.ENABLED", True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on "
              f"cfg.MODEL.DEVICE = {cfg.MODEL.DEVICE!r}")
 

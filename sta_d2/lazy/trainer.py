@@ -8,7 +8,6 @@ position, so resuming continues exactly, and are written atomically; a non-finit
 training, naming the task, before the optimizer steps; ``train.amp.enabled`` is honoured."""
 import logging
 
-import torch
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, hooks
 from detectron2.engine.defaults import default_writers
@@ -38,8 +37,7 @@ def build_lazy_trainer(cfg):
     workers; ``cfg.train.seed`` (negative or absent: one shared random seed) seeds it and the
     per-step random streams; ``cfg.train.amp.enabled`` trains in mixed precision, as detectron2's
     lazyconfig_train_net.py does with AMPTrainer (float16 on CUDA, bfloat16 on the CPU)."""
-    device = torch.device(cfg.train.device).type
-    if cfg.train.amp.enabled and device not in AUTOCAST_DTYPES:
+    if cfg.train.amp.enabled and str(cfg.train.device).split(":")[0] not in AUTOCAST_DTYPES:
         fail("train.amp.enabled", True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on "
              f"cfg.train.device = {cfg.train.device!r}")
     sta = sta_config(cfg.get("sta"), SOLVER={"BASE_LR": float(cfg.optimizer.lr)})
