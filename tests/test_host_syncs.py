@@ -130,9 +130,10 @@ def check(name, per_step, method_bound):
         assert all(device == "cpu" for _, _, device in groups["host"])
 
 
-def dense_trainer(nyuv2, tmp_path, method, policy="full", loss_weighting=""):
+def dense_trainer(nyuv2, tmp_path, method, policy="full", loss_weighting="", amp=False):
     cfg = segnet_cfg(nyuv2, method, policy, tmp_path, max_iter=10, checkpoint_period=100)
     cfg.STA.WEIGHTING.LOSS_WEIGHTING = loss_weighting
+    cfg.SOLVER.AMP.ENABLED = amp
     return STATrainer(cfg)._trainer
 
 
@@ -151,6 +152,14 @@ def test_dense_step_syncs_per_policy(nyuv2, tmp_path, policy, method):
     trainer = dense_trainer(nyuv2, tmp_path, method, policy)
     cycle = trainer.policy.steps_per_batch * getattr(trainer.policy, "gap", 1)
     check(f"dense {method} {policy}", steps_calls(trainer, cycle, warmup=cycle), METHOD_BOUNDS.get(method, 0))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_dense_step_syncs_with_mixed_precision(nyuv2, tmp_path, method):
+    """bfloat16 autocast adds none. (On CUDA, float16's enabled GradScaler adds one in its
+    ``step``, reading whether the gradients are finite, as under detectron2's AMPTrainer.)"""
+    trainer = dense_trainer(nyuv2, tmp_path, method, policy="sta", amp=True)
+    check(f"dense {method} amp", steps_calls(trainer, 2), METHOD_BOUNDS.get(method, 0))
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in DENSE_ONLY])

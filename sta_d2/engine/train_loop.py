@@ -62,7 +62,8 @@ class AllocationTrainer(SimpleTrainer):
         device = unwrap_model(model).device.type
         if amp and device not in AUTOCAST_DTYPES:
             raise ValueError(f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on device type {device!r}")
-        self.autocast = {"device_type": device, "dtype": AUTOCAST_DTYPES.get(device), "enabled": amp}
+        self.device_type = device
+        self.autocast_dtype = AUTOCAST_DTYPES[device] if amp else None  # None: no mixed precision
         self.grad_scaler = torch.amp.GradScaler(device, enabled=amp and device == "cuda")
         self.policy = policy
         self.weighting = weighting
@@ -94,10 +95,7 @@ class AllocationTrainer(SimpleTrainer):
         model = unwrap_model(self.model)
         batch, assignment = self.policy.next_step(self._next_batch, model.task_availability)
         inputs = assignment.attach(batch)
-        with torch.autocast(**self.autocast):
-            loss_dict = self.model(inputs)
-        if self.autocast["enabled"]:
-            loss_dict = {k: v.float() for k, v in loss_dict.items()}
+        loss_dict = self.forward(inputs)
         task_losses = model.task_losses(loss_dict)
         counts = assignment.counts()
         step = WeightingStep(model=model, active=self.active_tasks(counts), iteration=self.iter,
@@ -110,6 +108,15 @@ class AllocationTrainer(SimpleTrainer):
         self.write_task_metrics(loss_dict, task_losses, weights, logged, counts)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
+
+    def forward(self, inputs) -> Dict[str, torch.Tensor]:
+        """The model's losses on ``inputs``; with mixed precision, from a forward under autocast,
+        cast to float32."""
+        if self.autocast_dtype is None:
+            return self.model(inputs)
+        with torch.autocast(self.device_type, dtype=self.autocast_dtype):
+            loss_dict = self.model(inputs)
+        return {k: v.float() for k, v in loss_dict.items()}
 
     def check_finite(self, gathered: List[dict]):
         """Stop with detectron2's FloatingPointError, naming the task(s), before a non-finite loss
