@@ -17,16 +17,17 @@ from sta_d2.engine import AllocationTrainer
 from sta_d2.lazy import build_lazy_trainer
 from sta_d2.weighting import EqualWeighting, loss_scaling
 from test_exactness import build_pair
-from test_weighting_training import METHODS, segnet_cfg, train_and_check
+from test_weighting_training import METHODS, rcnn_cfg, segnet_cfg, train_and_check
 
 POLICIES = ("full", "sta", "ista", "gap")
 SEED = 5
 
 
 def recorded_losses(model):
-    """The loss dicts of ``model``'s forwards, appended to the returned list."""
+    """The loss dicts of ``model``'s forwards, each with whether CPU autocast was on, appended to
+    the returned list."""
     seen = []
-    model.register_forward_hook(lambda module, args, output: seen.append(output))
+    model.register_forward_hook(lambda module, args, output: seen.append((output, torch.is_autocast_enabled("cpu"))))
     return seen
 
 
@@ -53,7 +54,8 @@ def test_full_sum_step_equals_stock_amp_trainer(monkeypatch):
         monkeypatch.setattr(torch.cuda.amp, "autocast", lambda: torch.autocast("cpu", dtype=torch.bfloat16))
         torch.manual_seed(mixed_seed(SEED, 0, 0))  # the random state AllocationTrainer's step starts from
         stock_trainer.run_step()
-    (ours_losses,), (stock_losses,) = ours_losses, stock_losses
+    ((ours_losses, ours_autocast),), ((stock_losses, stock_autocast),) = ours_losses, stock_losses
+    assert ours_autocast and stock_autocast
     assert ours_losses.keys() == stock_losses.keys()
     for k, loss in stock_losses.items():
         assert torch.equal(ours_losses[k].float(), loss.float()), k
@@ -76,6 +78,13 @@ def test_every_method_and_policy_trains_in_bfloat16(nyuv2, tmp_path, method, pol
     cfg = amp_segnet_cfg(nyuv2, method, policy, tmp_path, max_iter=2, checkpoint_period=100)
     trainer = train_and_check(cfg, tmp_path)
     assert trainer._trainer.autocast_dtype == torch.bfloat16 and not trainer._trainer.grad_scaler.is_enabled()
+
+
+@pytest.mark.slow  # bfloat16 convolutions are slow on CPUs without native support: 8 s or more
+def test_mask_rcnn_trains_with_a_gradient_method_in_bfloat16(shapes, tmp_path):
+    cfg = rcnn_cfg(shapes, "PCGrad", "ista", tmp_path)
+    cfg.SOLVER.AMP.ENABLED = True
+    assert train_and_check(cfg, tmp_path)._trainer.autocast_dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("method, loss_weighting", [(m, "") for m in METHODS]

@@ -23,8 +23,8 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from ..comm import all_average
-from .gradients import scaled
 from ..specs import ConfigKeys, Key, STAConfigError, argument_name, fail, number, one_of, registered
+from .gradients import scaled
 
 WEIGHTING_REGISTRY = Registry("STA_WEIGHTING")
 WEIGHTING_REGISTRY.__doc__ = "Task-weighting and gradient methods, selected by cfg.STA.WEIGHTING.NAME."
