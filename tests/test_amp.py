@@ -148,3 +148,32 @@ def test_amp_on_an_unsupported_device_names_the_key(nyuv2, tmp_path):
     cfg.MODEL.DEVICE = "meta"
     with pytest.raises(STAConfigError, match=r"SOLVER\.AMP\.ENABLED.*'meta'"):
         validate_sta_config(cfg)
+
+
+@pytest.mark.parametrize("method", ["EqualWeighting", "PCGrad", "MGDAUB", "GradNorm", "ImpartialAuxiliaryLearning"])
+def test_overflowing_gradients_are_skipped_by_the_scaler(nyuv2, tmp_path, method, monkeypatch):
+    """Finite losses (times 1e20) whose scaled gradients overflow (scale 2^100): the scaler skips
+    the step, leaving every parameter as it was, and halves the scale; no FloatingPointError, and
+    the method's buffers (IAL's reference norm, GradNorm's initial losses) stay finite."""
+    trainer = STATrainer(amp_segnet_cfg(nyuv2, method, "full", tmp_path, max_iter=1, checkpoint_period=100))
+    scaler = trainer._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 100)
+    forward = trainer._trainer.forward
+    monkeypatch.setattr(trainer._trainer, "forward", lambda inputs: {k: v * 1e20 for k, v in forward(inputs).items()})
+    trainer.resume_or_load(resume=False)
+    params = [p.detach().clone() for group in trainer.optimizer.param_groups for p in group["params"]]
+    trainer.train()
+    assert scaler.get_scale() == 2.0 ** 99
+    after = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert all(torch.equal(a, b) for a, b in zip(params, after))
+    assert all(torch.isfinite(b).all() for b in trainer._trainer.weighting.buffers())
+
+
+def test_non_finite_loss_still_stops_training(nyuv2, tmp_path, monkeypatch):
+    trainer = STATrainer(amp_segnet_cfg(nyuv2, "PCGrad", "full", tmp_path, max_iter=2, checkpoint_period=100))
+    trainer._trainer.grad_scaler = torch.amp.GradScaler("cpu")
+    forward = trainer._trainer.forward
+    monkeypatch.setattr(trainer._trainer, "forward",
+                        lambda inputs: {k: v * float("inf") for k, v in forward(inputs).items()})
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(FloatingPointError, match="iteration=0"):
+        trainer.train()
