@@ -1,25 +1,25 @@
 """Mixed precision (``SOLVER.AMP.ENABLED`` / ``train.amp.enabled``) on the CPU path: bfloat16
 autocast and a disabled GradScaler, the loop sta_d2 runs with float16 and an enabled scaler on
-CUDA. Every policy and weighting method trains; with ``full`` and the plain sum one step equals
-detectron2's AMPTrainer; the scaler's state is checkpointed; loss scaling leaves the methods'
-gradients unchanged."""
+CUDA (whose float16 scaling is exercised here with an enabled CPU GradScaler). Every policy and
+weighting method trains; with ``full`` and the plain sum one step equals detectron2's AMPTrainer;
+loss scaling leaves every method's update unchanged; the scaler skips steps whose gradients
+overflow, while a non-finite loss still stops training; the scaler's state is checkpointed."""
 import pytest
 import torch
-from detectron2.config import LazyConfig
 from detectron2.engine import AMPTrainer
 from detectron2.utils.events import EventStorage
 
 from conftest import make_batch
 from sta_d2 import STAConfigError, STATrainer, validate_sta_config
-from sta_d2.allocation import FullTaskPolicy
+from sta_d2.allocation import FullTaskPolicy, policy_names
 from sta_d2.data.train_loader import mixed_seed
 from sta_d2.engine import AllocationTrainer
 from sta_d2.lazy import build_lazy_trainer
-from sta_d2.weighting import EqualWeighting, loss_scaling
+from sta_d2.weighting import EqualWeighting
 from test_exactness import build_pair
 from test_weighting_training import METHODS, rcnn_cfg, segnet_cfg, train_and_check
 
-POLICIES = ("full", "sta", "ista", "gap")
+POLICIES = policy_names()
 SEED = 5
 
 

@@ -38,8 +38,8 @@ class ImpartialAuxiliaryLearning(TaskWeighting):
     auxiliary task's uncertainty). With task allocation, when the primary task is not active this
     step, the reference norm is ||g_p|| of the last step it was active with a finite ||g_p||
     (``primary_grad_norm``); before any such step the auxiliary gradients on the shared parameters
-    are weighted by exp(-s_a) as on the heads. Under DDP the task gradients (shared and heads) are averaged across processes
-    before they are combined, so every process takes the same step.
+    are weighted by exp(-s_a) as on the heads. Under DDP the task gradients (shared and heads) are
+    averaged across processes before they are combined, so every process takes the same step.
     """
 
     CONFIG_NAME = "IAL"
