@@ -13,7 +13,7 @@ from conftest import make_batch
 from sta_d2 import STAConfigError, STATrainer, validate_sta_config
 from sta_d2.allocation import FullTaskPolicy, policy_names
 from sta_d2.data.train_loader import mixed_seed
-from sta_d2.engine import AllocationTrainer
+from sta_d2.engine import AllocationTrainer, unwrap_model
 from sta_d2.lazy import build_lazy_trainer
 from sta_d2.weighting import EqualWeighting
 from test_exactness import build_pair
@@ -177,3 +177,17 @@ def test_non_finite_loss_still_stops_training(nyuv2, tmp_path, monkeypatch):
     trainer.resume_or_load(resume=False)
     with pytest.raises(FloatingPointError, match="iteration=0"):
         trainer.train()
+
+
+def test_gradient_cosine_hook_measures_under_autocast_and_leaves_training_unchanged(nyuv2, tmp_path):
+    from test_gradient_angles import segnet_cfg as angles_cfg, trained
+
+    runs = []
+    for period in (0, 1):
+        cfg = angles_cfg(nyuv2, tmp_path / str(period), "full", max_iter=2)
+        cfg.SOLVER.AMP.ENABLED = True
+        runs.append(trained(cfg, period))
+    plain, measured = (unwrap_model(t.model).state_dict() for t in runs)
+    assert all(torch.equal(plain[k], measured[k]) for k in plain)
+    cosines = runs[1].storage.histories()["grad/mean_pairwise_cosine"].values()
+    assert len(cosines) == 2 and all(-1 <= c <= 1 for c, _ in cosines)
