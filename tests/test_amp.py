@@ -108,7 +108,9 @@ def test_loss_scaling_leaves_every_method_update_unchanged(nyuv2, tmp_path, meth
     assert all(torch.equal(a, b) for a, b in zip(*params))
 
 
-def test_scaler_state_is_checkpointed_and_resumed(nyuv2, tmp_path):
+def test_scaler_state_is_checkpointed_and_resume_is_exact(nyuv2, tmp_path):
+    """A run's scaler state (scale 2^10, doubling every step) is in its checkpoint and restored;
+    resumed inside an ISTA cycle, the run ends with the uninterrupted run's parameters."""
     run_dir, resume_dir = tmp_path / "run", tmp_path / "resumed"
     trainer = STATrainer(amp_segnet_cfg(nyuv2, "PCGrad", "ista", run_dir, max_iter=3, checkpoint_period=1))
     trainer._trainer.grad_scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)
@@ -123,6 +125,10 @@ def test_scaler_state_is_checkpointed_and_resumed(nyuv2, tmp_path):
     resumed._trainer.grad_scaler = torch.amp.GradScaler("cpu")
     resumed.resume_or_load(resume=True)
     assert resumed._trainer.grad_scaler.state_dict() == saved
+    resumed.train()
+    assert resumed._trainer.grad_scaler.get_scale() == trainer._trainer.grad_scaler.get_scale() == 2.0 ** 13
+    final, ours = trainer.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(final[k], ours[k]) for k in final)
 
     state = resumed._trainer.state_dict()
     del state["grad_scaler"]  # a checkpoint written without AMP: the scale starts afresh
