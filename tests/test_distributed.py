@@ -102,17 +102,20 @@ def nyuv2_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("method", ["PCGrad", "ImpartialAuxiliaryLearning", "DynamicWeightAverage",
-                                    "InstanceLevelTaskParameters"])
-def test_methods_keep_processes_in_step(nyuv2_root, tmp_path, method):
+@pytest.mark.parametrize("method, amp", [("PCGrad", False), ("ImpartialAuxiliaryLearning", False),
+                                         ("DynamicWeightAverage", False), ("InstanceLevelTaskParameters", False),
+                                         ("PCGrad", True)])
+def test_methods_keep_processes_in_step(nyuv2_root, tmp_path, method, amp):
     """Per-task gradients, loss statistics and the methods' own parameters are reduced across
-    processes: after a few sta steps every process holds the same model and method state."""
+    processes: after a few sta steps every process holds the same model and method state (with
+    mixed precision too)."""
     cfg = short_run(dense_cfg("segnet", tasks=("sem_seg", "depth", "normal")), tmp_path, "sta", max_iter=3, seed=1)
     cfg.MODEL.DENSE.NUM_CLASSES = 13
     cfg.DATASETS.TRAIN = ("nyuv2_13_train",)
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.STA.WEIGHTING.NAME = method
     cfg.STA.WEIGHTING.DWA.WINDOW = 1
+    cfg.SOLVER.AMP.ENABLED = amp
     ranks = run_distributed(cfg, tmp_path, nyuv2_root)
     assert_replicas_identical(ranks)
     assert any(not torch.equal(a, b) for (_, a), (_, b) in zip(ranks[0]["steps"], ranks[1]["steps"]))
