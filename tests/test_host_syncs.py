@@ -10,7 +10,7 @@ torch (boolean-mask indexing, ``nonzero``) are not seen. Calls are grouped by wh
 
 - ``weighting``: the method (``sta_d2/weighting``, ``sta_d2/comm.py``); bounded by
   ``METHOD_BOUNDS``: 0, except MGDA-UB (1: its T x T Gram matrix goes to the host, where
-  Frank-Wolfe runs) and ILTP (one ``float()`` per task for its logged weight, in ``iltp.py``).
+  Frank-Wolfe runs).
 - ``trainer``: AllocationTrainer's step (finite-loss check, metrics, active tasks; and
   detectron2's ``train_loop.py``); bounded by ``TRAINER_BOUND`` = 1, one transfer of all the
   step's losses, weights and logged values. detectron2's SimpleTrainer makes two calls per loss
@@ -42,7 +42,7 @@ from test_weighting_training import DENSE_ONLY, METHODS, rcnn_cfg, segnet_cfg
 SYNCING = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__")
 TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 OPTIM_DIR = os.path.join(TORCH_DIR, "optim") + os.sep
-METHOD_BOUNDS = {"MGDAUB": 1, "InstanceLevelTaskParameters": 3}
+METHOD_BOUNDS = {"MGDAUB": 1}
 TRAINER_BOUND = 1
 GROUPS = ("weighting", "trainer", "model", "host", "optimizer")
 # (file, function) of code that only handles host-built tensors, besides sta_d2/allocation/ and data/

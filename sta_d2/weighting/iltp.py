@@ -71,7 +71,7 @@ class InstanceLevelTaskParameters(TaskWeighting):
             rows = torch.tensor([step.dataset_indices[i] for i in images], device=self.log_vars.device)
             s = self.log_vars[rows, t]
             total = total + (torch.exp(-s) * losses.float() + s).mean() + 0.5 * self.weight_decay * (s ** 2).sum()
-            weights[task] = float(torch.exp(-s.detach()).mean())
+            weights[task] = torch.exp(-s.detach()).mean()
         scaled(total).backward()
         return weights
 
