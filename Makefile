@@ -14,9 +14,12 @@ demo: env
 demo-dense: env
 	@bash dev/demo_dense.sh "$(DEMO_DIR)_dense"
 
+# Two worker processes (pytest-xdist), each taking whole test files, so that a file's module
+# fixtures (generated data, the docs' demo runs) are made once; conftest.py keeps each process,
+# and the training runs the tests start, to one thread.
 test: env
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # The quick loop while editing: everything but the tests marked slow (see setup.cfg).
 test-fast: env
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny R-CNN configs and synthetic batches that run in a second on a CPU."""
+import os
 import shutil
 import uuid
 
@@ -14,6 +15,11 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from sta_d2 import add_sta_config
 from sta_d2.data.datasets import register_nyuv2_13
 from sta_d2.data.synthetic import generate_cityscapes, generate_coco_shapes, generate_nyuv2_13
+
+# The processes the tests start (training runs, the docs' commands) use one thread each, as the
+# tests do (:func:`_one_thread`): two test workers share two cores (Makefile), and more threads
+# would only contend.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 IMAGE_SIZE = (64, 96)
 NUM_TRAIN, NUM_VAL = 6, 3  # images of the generated shapes dataset of `coco_root`

@@ -63,10 +63,8 @@ def test_bad_override_names_the_key(tmp_path):
 
 def test_the_terminal_shows_progress_and_log_txt_the_dumps(tmp_path):
     generate_coco_shapes(str(tmp_path / "datasets/shapes"), num_train=4, num_val=2, image_size=(64, 64))
-    quick = ["SOLVER.IMS_PER_BATCH", "2", "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64",
-             "DATASETS.TEST", "()", "DATALOADER.NUM_WORKERS", "0"]
     out = tmp_path / "out"
-    run = train_net(tmp_path, *quick, "SOLVER.MAX_ITER", "20", "OUTPUT_DIR", str(out))
+    run = train_net(tmp_path, *TINY, "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "20", "OUTPUT_DIR", str(out))
     assert run.returncode == 0, run.log[-3000:]
     lines = run.stdout.splitlines()
     first_progress = next(i for i, line in enumerate(lines) if " eta: " in line and "iter: 19" in line)
