@@ -13,7 +13,9 @@ Two tables per model:
   ``sta`` and ``ista``. Stock starts from the same weights and draws the same per-step seeds as
   sta_d2's loop, so under ``full`` both train the same trajectory.
 - methods: every registered weighting method that applies to the model, each through its own
-  STATrainer under ``full``, as a ratio to EqualWeighting (the plain sum of the task losses).
+  STATrainer under ``full``, as a ratio to EqualWeighting (the plain sum of the task losses), and,
+  on the dense model, the floor of the exact per-task-gradient methods (:data:`FLOOR`): one
+  backward pass per task, the gradients summed, nothing combined.
 
 Models (randomly initialised): the dense demo SegNet (``configs/Demo/Base-nyuv2_segnet.yaml``,
 tasks sem_seg, depth and normal, generated NYUv2-13 rooms of 72x96) and Mask R-CNN R50-FPN
@@ -45,6 +47,8 @@ LOOP_TARGETS = [("mask_rcnn", "full", "stock", 1.01), ("dense", "full", "stock",
                 ("mask_rcnn", "sta", "full", 1.00), ("dense", "sta", "full", 0.90)]
 # method -> target ratio to EqualWeighting on the dense model
 METHOD_TARGETS = {"PCGrad": 1.5, "MGDAUB": 1.25}
+# the case that takes the per-task backward passes of PCGrad and MGDA-UB and nothing else
+FLOOR = "per-task gradients only"
 
 
 def overrides(model, case, image_size, batch_size):
@@ -52,7 +56,7 @@ def overrides(model, case, image_size, batch_size):
     opts = {"MODEL.DEVICE": "cuda" if torch.cuda.is_available() else "cpu", "MODEL.WEIGHTS": "",
             "SOLVER.IMS_PER_BATCH": batch_size, "SOLVER.WARMUP_ITERS": 0, "DATALOADER.NUM_WORKERS": 0,
             "SEED": 0, "STA.POLICY": case if case in POLICIES else "full"}
-    if case not in POLICIES and case != "stock":
+    if case not in POLICIES and case not in ("stock", FLOOR):
         opts["STA.WEIGHTING.NAME"] = case
     if model == "dense":
         tasks = ["sem_seg", "depth", "normal"]
@@ -94,6 +98,8 @@ class Case:
         else:
             self.trainer = STATrainer(cfg)._trainer
             self.steps_per_batch = self.trainer.policy.steps_per_batch
+        if case == FLOOR:
+            self.trainer.weighting = per_task_gradients(self.trainer.weighting.tasks)
         self.storage = EventStorage(0)
         self.times = []
 
@@ -118,6 +124,26 @@ class Case:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             return time.perf_counter() - start
+
+
+def per_task_gradients(tasks):
+    """A weighting whose step is the floor of exact per-task-gradient methods such as PCGrad and
+    MGDA-UB: each active task's gradients from its own backward pass through its head and the
+    shared network (as they take them), summed; no projection, no solver."""
+    from sta_d2.weighting import TaskWeighting
+    from sta_d2.weighting.gradients import (accumulate_gradient, accumulate_gradients, combine, split_parameters,
+                                            task_gradients_with_parameters)
+
+    class PerTaskGradients(TaskWeighting):
+        def backward(self, task_losses, step):
+            shared, specific = split_parameters(step.model)
+            losses = [task_losses[t] for t in self.active_tasks(step)]
+            grads, reached, heads = task_gradients_with_parameters(losses, shared, specific)
+            accumulate_gradient(shared, grads.sum(0), reached)
+            accumulate_gradients(specific, combine(heads))
+            return {t: 1.0 for t in self.tasks}
+
+    return PerTaskGradients(tasks)
 
 
 def interleave(cases, warmup, rounds, label):
@@ -160,6 +186,8 @@ def run_model(model, args):
     if "methods" in args.tables:
         names = ["EqualWeighting"] + sorted(n for n, cls in WEIGHTING_REGISTRY if n != "EqualWeighting"
                                             and (model == "dense" or not (cls.double_backward or cls.SIDE_OUTPUTS)))
+        if model == "dense":
+            names.append(FLOOR)
         cases = [Case(model, n, *settings) for n in names]
         interleave(cases, args.warmup, args.rounds, f"{model} methods")
         for c in cases:
