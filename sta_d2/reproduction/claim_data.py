@@ -45,6 +45,7 @@ def corrupted_copy(clean: str, out: str, task: str, indices: Sequence[int], seed
     ``clean``'s; ``out/corrupted_<task>.txt`` lists ``indices``. Returns ``out``."""
     if task not in TASK_DIRS:
         raise ValueError(f"task {task!r}: labels of {sorted(TASK_DIRS)} can be corrupted")
+    clean = os.path.abspath(clean)
     os.makedirs(os.path.join(out, "train"), exist_ok=True)
     for split in ("val",):
         _link(os.path.join(clean, split), os.path.join(out, split))
@@ -70,7 +71,7 @@ def corrupted_copy(clean: str, out: str, task: str, indices: Sequence[int], seed
 
 def _link(source: str, link: str) -> None:
     if not os.path.lexists(link):
-        os.symlink(os.path.abspath(source), link)
+        os.symlink(source, link)
 
 
 def auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
