@@ -11,7 +11,6 @@ The table (mean ± std over the seeds) is printed and written to OUTPUT/<method>
 """
 import argparse
 import os
-import time
 
 import torch
 
@@ -38,10 +37,9 @@ def main(argv=None):
     torch.set_num_threads(1)
     size = claims.SMOKE if args.smoke else claims.FULL
     output = os.path.join(args.output, args.method + ("_smoke" if args.smoke else ""))
-    start = time.time()
     results = claims.run(args.method, CONFIGS, output, size, range(args.seeds))
     command = f"tools/check_claims.py {args.method} --seeds {args.seeds}" + (" --smoke" if args.smoke else "")
-    provenance = (f"Produced by `{command}` ({time.time() - start:.0f} s; {size.num_train} training and "
+    provenance = (f"Produced by `{command}` ({size.num_train} training and "
                   f"{size.num_val} validation images at {size.image_size[0]}x{size.image_size[1]}, "
                   f"{size.steps} steps of {size.batch} images; seeds 0..{args.seeds - 1}).")
     text = claims.markdown(args.method, results, size, provenance)

@@ -82,7 +82,7 @@ class InstanceLevelTaskParameters(TaskWeighting):
             if self.task_normalised:
                 precision = torch.exp(-s.detach())
                 relative = precision / precision.mean()
-                total = total + (relative * losses).mean() + (precision * losses.detach() + s).mean() + decay
+                total = total + (relative * losses).mean() + (torch.exp(-s) * losses.detach() + s).mean() + decay
                 weights[task] = 1.0
             else:
                 total = total + (torch.exp(-s) * losses + s).mean() + decay
