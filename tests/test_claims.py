@@ -48,7 +48,6 @@ def _rows(results):
     return [(r["setting"], r["method"]) for r in results]
 
 
-@pytest.mark.slow
 def test_protocols_run_in_smoke_size(tmp_path):
     size = claims.SMOKE
     for method, protocol in claims.PROTOCOLS.items():
