@@ -71,7 +71,8 @@ def test_protocols_run_in_smoke_size(tmp_path):
         baseline = by_method["equal"]
         assert 0 <= baseline["per-image error AUC"] <= 1 and 0 <= baseline["per-image error P@k"] <= 1
         for name in ("ILTP", "ILTP, per-task normalised"):
-            run_dir = os.path.join(output, "runs", claims._slug(by_method[name]["setting"]), claims._slug(name), "seed0")
+            setting = claims._slug(by_method[name]["setting"])
+            run_dir = os.path.join(output, "runs", setting, claims._slug(name), "seed0")
             with open(os.path.join(run_dir, InstanceLevelTaskParameters.EXPORT_FILE)) as f:
                 rows = list(csv.DictReader(f))
             assert len(rows) == size.num_train

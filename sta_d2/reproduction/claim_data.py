@@ -47,8 +47,7 @@ def corrupted_copy(clean: str, out: str, task: str, indices: Sequence[int], seed
         raise ValueError(f"task {task!r}: labels of {sorted(TASK_DIRS)} can be corrupted")
     clean = os.path.abspath(clean)
     os.makedirs(os.path.join(out, "train"), exist_ok=True)
-    for split in ("val",):
-        _link(os.path.join(clean, split), os.path.join(out, split))
+    _link(os.path.join(clean, "val"), os.path.join(out, "val"))
     for sub in SUBDIRS:
         if sub != TASK_DIRS[task]:
             _link(os.path.join(clean, "train", sub), os.path.join(out, "train", sub))

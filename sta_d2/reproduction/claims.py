@@ -161,7 +161,7 @@ def iltp_data(root: str, clean: str, size: Size, seed: int) -> Dict[str, Tuple[s
 
 def iltp_measure(row: Row, trainer, output_dir: str, corrupted: List[int]) -> Dict[str, float]:
     """Detection of the corrupted images: by ILTP's s (its runs), by the per-image depth error
-    (the equal-weight runs); NaN where it does not apply or nothing is corrupted."""
+    (the equal-weight runs); nothing for other runs or when nothing is corrupted."""
     if not corrupted:
         return {}
     if row.method == "equal":
@@ -209,8 +209,7 @@ class Protocol:
     rows: Callable[[Size], List[Row]]
     data: Callable
     metrics: List[Tuple[str, str, bool]]
-    measure: Callable = None
-    seed_dependent_labels: bool = False  # the partial labels' draw follows the seed
+    measure: Callable = None  # (row, trainer, run folder, corrupted list) -> more values of the run
 
 
 PROTOCOLS = {
@@ -266,7 +265,8 @@ def summary(method: str, results: List[Dict], size: Size) -> List[Tuple[str, str
         columns = {}
         for name, key, _ in protocol.metrics:
             columns[name] = _spread([r[key] for r in runs])
-        for key in sorted({k for r in runs for k in r} - {"setting", "method", "seed"} - {k for _, k, _ in protocol.metrics}):
+        extra = {k for r in runs for k in r} - {"setting", "method", "seed"} - {k for _, k, _ in protocol.metrics}
+        for key in sorted(extra):
             columns[key] = _spread([r.get(key, math.nan) for r in runs])
         rows.append((row.setting, row.method, columns))
     return rows
