@@ -50,6 +50,23 @@ def test_iltp_gradient_on_its_parameters_by_hand():
     assert weights["depth"] == pytest.approx(math.exp(1.0))
 
 
+def test_iltp_task_normalised_weights_images_within_a_task_only():
+    """TASK_NORMALISED: the model's loss weighs the images by exp(-s) over its batch mean (the
+    task weighs 1); the parameters get the same gradient as without the option."""
+    grads = []
+    for normalised in (False, True):
+        method = InstanceLevelTaskParameters(TASKS, num_images=5, weight_decay=0.1, task_normalised=normalised)
+        with torch.no_grad():
+            method.log_vars[3, 0] = 0.5
+        seg = torch.tensor([2.0, 4.0], requires_grad=True)
+        weights = iltp_step(method, {"sem_seg": ([0, 1], seg)}, dataset_indices=[3, 1])
+        grads.append(method.log_vars.grad.clone())
+    precisions = torch.tensor([math.exp(-0.5), 1.0])
+    assert torch.allclose(seg.grad, precisions / precisions.mean() / 2)
+    assert weights["sem_seg"] == 1.0
+    assert torch.allclose(grads[0], grads[1])
+
+
 def test_iltp_ranks_a_corrupt_label_first_and_exports_per_image(tmp_path):
     """With fixed per-image losses, s_it moves towards log(l_it): the image whose depth loss is
     high (a corrupt label) gets the highest depth parameter."""

@@ -4,7 +4,7 @@ import os
 import torch
 from torch import nn
 
-from ..specs import LOG_VARIANCE, Key, fail, number
+from ..specs import LOG_VARIANCE, Key, boolean, fail, number
 from .base import WEIGHTING_REGISTRY, TaskWeighting
 from .gradients import scaled
 
@@ -24,6 +24,13 @@ class InstanceLevelTaskParameters(TaskWeighting):
     decayed. An image whose labels for a task are corrupt keeps a high loss and drifts to a high
     s_it (a low weight): :meth:`export` writes every s_it per image so they can be ranked.
 
+    In that form the mean of s_it over a task's images also acts as a whole-task weight (as in
+    :class:`UncertaintyWeighting`), so the method re-weights tasks as much as images. With
+    ``TASK_NORMALISED``, the s_it are learned by the same objective (losses detached), but the
+    model's loss weighs image i of task t by exp(-s_it) / mean_{j allocated t} exp(-s_jt): weights
+    that only redistribute a task's loss among the step's images (mean 1, the task weighing 1 as
+    with equal weighting). docs/claims.md gives the measurements behind the option.
+
     The parameters are one parameter group of the run's optimizer (``SOLVER.OPTIMIZER``) with
     their own ``LR``, no weight decay but the term above, and, with SGD, their own ``MOMENTUM``
     (0 keeps every step's update to the batch's parameters); Adam has no momentum setting, so a
@@ -37,12 +44,14 @@ class InstanceLevelTaskParameters(TaskWeighting):
 
     CONFIG_NAME = "ILTP"
     CONFIG = {"INIT": Key(0.0, LOG_VARIANCE), "LR": Key(0.1, number(0)), "MOMENTUM": Key(0.0, number(0)),
-              "WEIGHT_DECAY": Key(0.001, number(0))}
+              "WEIGHT_DECAY": Key(0.001, number(0)), "TASK_NORMALISED": Key(False, boolean())}
     SIDE_OUTPUTS = ("image_losses",)
     EXPORT_FILE = "instance_task_parameters.csv"
 
-    def __init__(self, tasks, num_images, init=0.0, lr=0.1, momentum=0.0, weight_decay=0.001):
+    def __init__(self, tasks, num_images, init=0.0, lr=0.1, momentum=0.0, weight_decay=0.001,
+                 task_normalised=False):
         super().__init__(tasks)
+        self.task_normalised = bool(task_normalised)
         if num_images < 1:
             raise ValueError("ILTP needs the number of training images (their dataset indices)")
         self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
@@ -70,8 +79,16 @@ class InstanceLevelTaskParameters(TaskWeighting):
             images, losses = image_losses[task]
             rows = torch.tensor([step.dataset_indices[i] for i in images], device=self.log_vars.device)
             s = self.log_vars[rows, t]
-            total = total + (torch.exp(-s) * losses.float() + s).mean() + 0.5 * self.weight_decay * (s ** 2).sum()
-            weights[task] = torch.exp(-s.detach()).mean()
+            decay = 0.5 * self.weight_decay * (s ** 2).sum()
+            losses = losses.float()
+            if self.task_normalised:
+                precision = torch.exp(-s.detach())
+                relative = precision / precision.mean()
+                total = total + (relative * losses).mean() + (torch.exp(-s) * losses.detach() + s).mean() + decay
+                weights[task] = 1.0
+            else:
+                total = total + (torch.exp(-s) * losses + s).mean() + decay
+                weights[task] = torch.exp(-s.detach()).mean()
         scaled(total).backward()
         return weights
 
