@@ -258,6 +258,17 @@ def test_the_report_table_quotes_the_dense_demo():
     assert table["Δm (relative, %) ↑"]["ISTA"] == delta_m
 
 
+def test_the_method_guide_quotes_the_benchmark():
+    guide = table_values((REPO / "docs/choosing-a-method.md").read_text().split("## Weighting and gradient methods")[1])
+    benchmark = (REPO / "docs/benchmark.md").read_text()
+    [methods] = [t for t in re.split(r"\n\n", benchmark) if t.startswith("| method | s / step | to EqualWeighting |")
+                 and "per-task gradients only" in t]
+    measured = {name: value.strip("*") for name, value in table_values(methods)["to EqualWeighting"].items()}
+    quoted = {name.strip("`"): value for name, value in guide["step time (dense)"].items()}
+    assert quoted and all(value == f"{measured[name]}x" for name, value in quoted.items()), (quoted, measured)
+    assert set(quoted) == set(measured) - {"per-task gradients only"}
+
+
 def test_the_readme_excerpt_of_table_1_is_in_the_reproduction_page():
     rows = [line for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| ")]
     page = (REPO / "docs/reproduction.md").read_text().splitlines()
