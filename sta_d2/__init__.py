@@ -5,6 +5,7 @@ Importing this package registers every sta_d2 component in detectron2's registri
 from . import allocation, data, evaluation, modeling  # noqa: F401  (registration)
 from .config import add_sta_config, load_config, merge_config_file, validate_sta_config
 from .specs import STAConfigError
-from .engine import STATrainer, check_run, setup_logging
+from .engine import STATrainer, setup_logging
+from .preflight import check_run
 
 __version__ = "0.1.0"

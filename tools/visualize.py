@@ -40,7 +40,8 @@ from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
 from sta_d2 import STATrainer, check_run, load_config, setup_logging  # noqa: E402
 from sta_d2.data.datasets import read_dense_sample  # noqa: E402
-from sta_d2.engine import AtomicCheckpointer, check_dataset  # noqa: E402
+from sta_d2.engine import AtomicCheckpointer  # noqa: E402
+from sta_d2.preflight import check_dataset  # noqa: E402
 from sta_d2.modeling import DenseMultiTaskNet  # noqa: E402
 
 PANEL_INCHES = 3.2

@@ -15,9 +15,10 @@ from typing import List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..data.datasets.dense import missing_data_hint
-from ..specs import STAConfigError
-from .launch import check_device
+from .config import validate_sta_config
+from .data.datasets.dense import missing_data_hint
+from .engine.launch import check_device
+from .specs import STAConfigError
 
 # metadata under which detectron2's and sta_d2's registrations name a dataset's files
 _PATH_KEYS = ("json_file", "image_root", "image_dir", "gt_dir", "sem_seg_root", "panoptic_root",
@@ -40,8 +41,6 @@ def check_run(cfg, *, num_gpus: int = 1, resume: bool = False, eval_only: bool =
     whose files are missing, a ``MODEL.WEIGHTS`` path that is no file (unless ``resume`` finds a
     checkpoint in ``OUTPUT_DIR``), a ``MODEL.DEVICE`` that cannot run ``num_gpus`` processes
     per machine. Writes nothing; each problem says how to fix it."""
-    from ..config import validate_sta_config  # sta_d2.config imports the engine: not at import time
-
     problems: List[str] = []
     checks = [lambda: validate_sta_config(cfg), lambda: check_device(cfg.MODEL.DEVICE, num_gpus)]
     splits = (("DATASETS.TEST",) if eval_only else ("DATASETS.TRAIN", "DATASETS.TEST"))
