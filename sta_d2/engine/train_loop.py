@@ -15,10 +15,18 @@ from torch.nn.parallel import DistributedDataParallel
 from ..allocation import AllocationPolicy
 from ..data import DATASET_INDEX_KEY
 from ..data.train_loader import StreamBatchSampler, mixed_seed
+from ..specs import fail
 from ..weighting import TaskWeighting, WeightingStep, deferred_scalars, loss_scaling
 
 #: the autocast dtype of mixed precision, by device type
 AUTOCAST_DTYPES = {"cuda": torch.float16, "cpu": torch.bfloat16}
+
+
+def check_mixed_precision(enabled: bool, key: str, device, device_key: str) -> None:
+    """Fail naming the config ``key`` that turns mixed precision on when the device (the value of
+    ``device_key``) is of a type it does not run on."""
+    if enabled and str(device).split(":")[0] not in AUTOCAST_DTYPES:
+        fail(key, True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on {device_key} = {device!r}")
 
 
 def unwrap_model(model):

@@ -17,11 +17,11 @@ from ..data import (DATASET_INDEX_KEY, CheckedDatasetMapper, DenseDatasetMapper,
 from ..data.train_loader import training_seed
 from ..evaluation import build_evaluator
 from ..modeling import DenseMultiTaskNet
-from ..specs import ConfigKeys, Key, fail, one_of
+from ..specs import ConfigKeys, Key, one_of
 from ..weighting import build_weighting
 from .checkpoint import AtomicCheckpointer
 from .hooks import GradientCosineHook
-from .train_loop import AUTOCAST_DTYPES, AllocationTrainer
+from .train_loop import AllocationTrainer, check_mixed_precision
 
 
 CONFIG_KEYS = ConfigKeys({
@@ -33,9 +33,7 @@ CONFIG_KEYS = ConfigKeys({
 
 @CONFIG_KEYS.rule("SOLVER.AMP.ENABLED", "MODEL.DEVICE")
 def _mixed_precision_device(cfg):
-    if cfg.SOLVER.AMP.ENABLED and str(cfg.MODEL.DEVICE).split(":")[0] not in AUTOCAST_DTYPES:
-        fail("SOLVER.AMP.ENABLED", True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on "
-             f"cfg.MODEL.DEVICE = {cfg.MODEL.DEVICE!r}")
+    check_mixed_precision(cfg.SOLVER.AMP.ENABLED, "SOLVER.AMP.ENABLED", cfg.MODEL.DEVICE, "cfg.MODEL.DEVICE")
 
 
 def _mapper(cfg, is_train):

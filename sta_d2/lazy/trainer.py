@@ -16,8 +16,8 @@ from detectron2.utils import comm
 
 from ..allocation import build_allocation_policy
 from ..data import DATASET_INDEX_KEY
-from ..engine import AUTOCAST_DTYPES, AllocationTrainer, AtomicCheckpointer
-from ..specs import fail
+from ..engine import AllocationTrainer, AtomicCheckpointer
+from ..engine.train_loop import check_mixed_precision
 from ..weighting import build_weighting
 from .components import sta_config, stream_train_loader
 
@@ -37,9 +37,7 @@ def build_lazy_trainer(cfg):
     workers; ``cfg.train.seed`` (negative or absent: one shared random seed) seeds it and the
     per-step random streams; ``cfg.train.amp.enabled`` trains in mixed precision, as detectron2's
     lazyconfig_train_net.py does with AMPTrainer (float16 on CUDA, bfloat16 on the CPU)."""
-    if cfg.train.amp.enabled and str(cfg.train.device).split(":")[0] not in AUTOCAST_DTYPES:
-        fail("train.amp.enabled", True, f"mixed precision runs on {sorted(AUTOCAST_DTYPES)}, not on "
-             f"cfg.train.device = {cfg.train.device!r}")
+    check_mixed_precision(cfg.train.amp.enabled, "train.amp.enabled", cfg.train.device, "cfg.train.device")
     sta = sta_config(cfg.get("sta"), SOLVER={"BASE_LR": float(cfg.optimizer.lr)})
     model = instantiate(cfg.model).to(cfg.train.device)
     seed = cfg.train.get("seed", -1)
